@@ -1,0 +1,234 @@
+"""The MQTT contract between edge and hub, version 1 (see protocols/README.md).
+
+Topics:   wuye/v1/{site}/{gateway}/{kind}[/{device}]
+Payloads: JSON objects with ``"v": 1``. Every message that carries data (data, event,
+          ack) carries the gateway id and a per-gateway sequence number ``seq`` that is
+          never reused, so the hub can de-duplicate and see gaps.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from protocols.errors import MessageError
+
+ROOT = "wuye/v1"
+VERSION = 1
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_ID = re.compile(ID_PATTERN)
+Ident = Annotated[str, Field(pattern=ID_PATTERN)]
+Millis = Annotated[int, Field(ge=0)]
+Scalar = int | float | bool
+
+
+class Kind(StrEnum):
+    """The last-but-one topic level; says who publishes and with which QoS/retain."""
+
+    BIRTH = "birth"  # edge -> hub, QoS 1, retained
+    DEATH = "death"  # edge -> hub, the MQTT will (and clean-shutdown), QoS 1, retained
+    DATA = "data"  # edge -> hub, QoS 1, sequenced, per device
+    EVENT = "event"  # edge -> hub, QoS 1, sequenced, per device or gateway
+    ACK = "ack"  # edge -> hub, QoS 1, sequenced: result of a command
+    STATUS = "status"  # edge -> hub, QoS 0, retained: health and metrics snapshot
+    CMD = "cmd"  # hub -> edge, QoS 1
+
+
+def check_id(value: str, what: str) -> str:
+    if not _ID.match(value):
+        raise MessageError(f"{what} {value!r} must match {ID_PATTERN}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed v1 topic; construction validates every level."""
+
+    site: str
+    gateway: str
+    kind: Kind
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.site, "site")
+        check_id(self.gateway, "gateway")
+        if self.device is not None:
+            check_id(self.device, "device")
+            if self.kind not in (Kind.DATA, Kind.EVENT):
+                raise MessageError(f"{self.kind} topics have no device level")
+        elif self.kind is Kind.DATA:
+            raise MessageError("data topics need a device level")
+
+    def __str__(self) -> str:
+        tail = f"/{self.device}" if self.device else ""
+        return f"{ROOT}/{self.site}/{self.gateway}/{self.kind}{tail}"
+
+    @classmethod
+    def parse(cls, topic: str) -> Topic:
+        parts = topic.split("/")
+        if len(parts) not in (5, 6) or "/".join(parts[:2]) != ROOT:
+            raise MessageError(f"topic {topic!r} is not a {ROOT} topic")
+        try:
+            kind = Kind(parts[4])
+        except ValueError as exc:
+            raise MessageError(f"topic {topic!r}: unknown kind {parts[4]!r}") from exc
+        return cls(parts[2], parts[3], kind, parts[5] if len(parts) == 6 else None)
+
+
+def gateway_filter(site: str, gateway: str) -> str:
+    """Everything one gateway publishes or receives (what its ACL allows)."""
+    return f"{ROOT}/{site}/{gateway}/#"
+
+
+ALL_FROM_EDGES = f"{ROOT}/+/+/#"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    v: Literal[1] = 1
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+
+
+class Sequenced(_Message):
+    gw: Ident
+    seq: Annotated[int, Field(ge=1)]
+    ts: Millis
+    hist: bool = False  # replayed from the outbox after an outage or restart
+
+
+class Data(Sequenced):
+    """One poll of one device: every point that decoded, and why the others did not."""
+
+    dev: Ident
+    values: dict[str, Scalar]
+    errors: dict[str, str] = Field(default_factory=dict)
+
+
+class EventKind(StrEnum):
+    DEVICE_ONLINE = "device_online"
+    DEVICE_OFFLINE = "device_offline"
+    OUTBOX_DROPPED = "outbox_dropped"  # capacity reached; detail says how many, which seqs
+
+
+class Event(Sequenced):
+    dev: Ident | None = None
+    event: EventKind
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class AckStatus(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REJECTED = "rejected"  # malformed or not allowed: unknown device/point, read-only point
+
+
+class Ack(Sequenced):
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+    status: AckStatus
+    detail: str = ""
+
+
+class PointInfo(_Message):
+    name: str
+    unit: str = ""
+    kind: str
+    type: str
+    writable: bool = False
+
+
+class DeviceInfo(_Message):
+    id: Ident
+    profile: str
+    bus: str
+    unit: int
+    interval_s: float
+    points: tuple[PointInfo, ...]
+
+
+class Birth(_Message):
+    """Published (retained) on every connect, before any data of that connection."""
+
+    gw: Ident
+    site: Ident
+    bdseq: Annotated[int, Field(ge=0)]  # matches the will (Death) set for this connection
+    stream: str  # id of the outbox; a new one means sequence numbers restarted
+    ts: Millis
+    agent: str
+    devices: tuple[DeviceInfo, ...]
+
+
+class Death(_Message):
+    gw: Ident
+    bdseq: Annotated[int, Field(ge=0)]
+
+
+class Write(_Message):
+    """Set a writable point to a value (engineering units)."""
+
+    op: Literal["write"] = "write"
+    dev: Ident
+    point: str
+    value: Scalar
+
+
+class Command(_Message):
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+    ts: Millis
+    expires: Millis  # the edge refuses to act after this time (ack status expired)
+    action: Write
+
+
+class Status(_Message):
+    gw: Ident
+    ts: Millis
+    metrics: dict[str, Scalar]
+    devices: dict[str, str]  # device id -> online | offline | unknown
+
+
+_BY_KIND: dict[Kind, type[_Message]] = {
+    Kind.BIRTH: Birth,
+    Kind.DEATH: Death,
+    Kind.DATA: Data,
+    Kind.EVENT: Event,
+    Kind.ACK: Ack,
+    Kind.STATUS: Status,
+    Kind.CMD: Command,
+}
+
+
+def parse(topic: str, payload: bytes) -> tuple[Topic, _Message]:
+    """Topic and typed message of one MQTT publish; MessageError says what is wrong.
+
+    A gateway publishing under another gateway's id (``gw`` field differing from the
+    topic) is refused here, whatever the broker's ACL let through.
+    """
+    t = Topic.parse(topic)
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise MessageError(f"payload is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise MessageError("payload is not a JSON object")
+    if obj.get("v") != VERSION:
+        raise MessageError(f"unknown schema version {obj.get('v')!r}")
+    try:
+        msg = _BY_KIND[t.kind].model_validate(obj)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise MessageError(f"{where}: {err['msg']}") from exc
+    gw = getattr(msg, "gw", t.gateway)
+    if gw != t.gateway:
+        raise MessageError(f"gateway {gw!r} published on {t.gateway!r}'s topic")
+    dev = getattr(msg, "dev", None)
+    if t.device is not None and dev != t.device:
+        raise MessageError(f"device {dev!r} published on {t.device!r}'s topic")
+    return t, msg
