@@ -91,7 +91,8 @@ class MqttLink:
         self.on_command = on_command
         self.window = window
         self.replay = TokenBucket(replay_rate)
-        self.state = LinkState.OFFLINE
+        self._set_state(LinkState.OFFLINE)
+        self.changed = asyncio.Condition()  # notified on every state change
         self.online = asyncio.Event()
         self.connected_since_ms = 0
         self.bdseq = -1
@@ -108,11 +109,22 @@ class MqttLink:
         self._cmd_topic = str(Topic(site, gateway, Kind.CMD))
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def _set_state(self, state: LinkState) -> None:
+        self.state = state
+        if state is not LinkState.ONLINE:
+            self.online.clear()
+
+        async def notify() -> None:
+            async with self.changed:
+                self.changed.notify_all()
+
+        self._spawn(notify())
+
     # -- connection lifecycle ----------------------------------------------------------------
     async def run(self) -> None:
         delay = 0.5
         while not self._closing:
-            self.state = LinkState.CONNECTING
+            self._set_state(LinkState.CONNECTING)
             started = time.monotonic()
             try:
                 await self._connect()
@@ -125,12 +137,12 @@ class MqttLink:
             self._teardown()
             if self._closing:
                 break
-            self.state = LinkState.OFFLINE
+            self._set_state(LinkState.OFFLINE)
             wait = random.uniform(delay / 2, delay)
             log.info("reconnecting to %s in %.1fs", self.broker.url, wait)
             await asyncio.sleep(wait)
             delay = min(delay * 2, 30.0)
-        self.state = LinkState.CLOSED
+        self._set_state(LinkState.CLOSED)
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -194,7 +206,7 @@ class MqttLink:
         client.subscribe(self._cmd_topic, qos=1)
         birth = self.birth(self.bdseq, self.outbox.stream)
         client.publish(str(Topic(self.site, self.gateway, Kind.BIRTH)), birth.dumps(), 1, True)
-        self.state = LinkState.ONLINE
+        self._set_state(LinkState.ONLINE)
         self.online.set()
         log.info("connected to %s (bdseq %d)", self.broker.url, self.bdseq)
         sender = asyncio.create_task(self._send_loop(client), name="mqtt-send")

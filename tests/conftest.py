@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.broker import Mosquitto  # noqa: E402
+from deploy.mosquitto import Mosquitto  # noqa: E402
 
 
 @pytest.fixture

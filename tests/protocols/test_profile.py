@@ -14,8 +14,9 @@ def profile(*points, **extra):
 def test_every_shipped_profile_loads_with_its_billing_counters():
     profiles = load_profiles()
     assert set(profiles) == {"em-1p", "em-3p", "water-meter", "lift", "pump-station"}
-    counters = {n: [p.name for p in pr.points if p.kind is PointKind.COUNTER]
-                for n, pr in profiles.items()}
+    counters = {
+        n: [p.name for p in pr.points if p.kind is PointKind.COUNTER] for n, pr in profiles.items()
+    }
     assert counters["em-1p"] == ["energy_import"]
     assert counters["water-meter"] == ["volume"]
     assert profiles["water-meter"].point("volume").unit == "m³"
@@ -27,8 +28,11 @@ def test_every_shipped_profile_loads_with_its_billing_counters():
         ([{**GOOD_POINT, "type": "uint24"}], "points[0].type", "Input should be"),
         ([{**GOOD_POINT, "address": 70000}], "points[0].address", "less than or equal"),
         ([{**GOOD_POINT, "address": 65535}], "points[0]", "runs past register 65535"),
-        ([{k: v for k, v in GOOD_POINT.items() if k != "table"}], "points[0].table",
-         "required field is missing"),
+        (
+            [{k: v for k, v in GOOD_POINT.items() if k != "table"}],
+            "points[0].table",
+            "required field is missing",
+        ),
         ([GOOD_POINT, {**GOOD_POINT, "name": "flow", "address": 1}], "", "overlap at holding"),
         ([GOOD_POINT, dict(GOOD_POINT)], "", "appears twice"),
         ([{**GOOD_POINT, "table": "coil"}], "points[0]", "does not fit table coil"),
@@ -46,17 +50,22 @@ def test_bad_profiles_are_refused_with_place(points, place, problem):
 
 
 def test_bits_may_share_a_register():
-    p = parse_profile(profile(
-        {"name": "a", "table": "holding", "address": 3, "type": "bit", "bit": 0},
-        {"name": "b", "table": "holding", "address": 3, "type": "bit", "bit": 1},
-    ), "x")
+    p = parse_profile(
+        profile(
+            {"name": "a", "table": "holding", "address": 3, "type": "bit", "bit": 0},
+            {"name": "b", "table": "holding", "address": 3, "type": "bit", "bit": 1},
+        ),
+        "x",
+    )
     assert len(p.points) == 2
 
 
 def test_file_name_must_match_and_yaml_errors_say_the_line(tmp_path):
     f = tmp_path / "meter.yaml"
-    f.write_text("schema: wuye.profile/1\nname: other\npoints: [{name: v, table: holding, "
-                 "address: 0, type: uint16}]\n")
+    f.write_text(
+        "schema: wuye.profile/1\nname: other\npoints: [{name: v, table: holding, "
+        "address: 0, type: uint16}]\n"
+    )
     with pytest.raises(ConfigError, match="must match the file name"):
         load_profile(f)
     f.write_text("schema: wuye.profile/1\nname: [unclosed\n")

@@ -1,4 +1,4 @@
-from itertools import combinations
+from itertools import combinations, pairwise
 
 import pytest
 from hypothesis import given
@@ -81,8 +81,12 @@ INTS = {
 }
 
 
-@given(st.data(), st.sampled_from(list(INTS)), st.sampled_from(list(Order)),
-       st.sampled_from(list(Order)))
+@given(
+    st.data(),
+    st.sampled_from(list(INTS)),
+    st.sampled_from(list(Order)),
+    st.sampled_from(list(Order)),
+)
 def test_integer_round_trip(data, dtype, word, byte):
     lo, hi = INTS[dtype]
     value = data.draw(st.integers(lo, hi))
@@ -125,15 +129,21 @@ def test_plan_never_exceeds_the_protocol_limit():
 
 
 def test_plan_keeps_tables_apart_and_shares_overlaps():
-    spans = [Span(Table.COIL, 0, 1), Span(Table.DISCRETE, 0, 1), Span(Table.HOLDING, 3, 1),
-             Span(Table.HOLDING, 3, 1)]
+    spans = [
+        Span(Table.COIL, 0, 1),
+        Span(Table.DISCRETE, 0, 1),
+        Span(Table.HOLDING, 3, 1),
+        Span(Table.HOLDING, 3, 1),
+    ]
     assert len(plan_reads(spans)) == 3
 
 
 def _covers(reads: list[Read], spans: list[Span]) -> bool:
     return all(
-        any(r.table is s.table and r.address <= s.address and s.address + s.count <= r.end
-            for r in reads)
+        any(
+            r.table is s.table and r.address <= s.address and s.address + s.count <= r.end
+            for r in reads
+        )
         for s in spans
     )
 
@@ -146,7 +156,7 @@ def _brute_minimum(spans: list[Span], max_gap: int, limit: int) -> int:
         for cuts in combinations(range(1, n), k - 1):
             bounds = (0, *cuts, n)
             ok = True
-            for a, b in zip(bounds, bounds[1:], strict=False):
+            for a, b in pairwise(bounds):
                 run = ordered[a:b]
                 end = run[0].address
                 for s in run:

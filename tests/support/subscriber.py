@@ -57,8 +57,9 @@ class Subscriber:
 
     def sequenced(self) -> list[dict[str, Any]]:
         with self._cond:
-            return [m.json for m in self.messages if m.topic.split("/")[4] in
-                    ("data", "event", "ack")]
+            return [
+                m.json for m in self.messages if m.topic.split("/")[4] in ("data", "event", "ack")
+            ]
 
     def close(self) -> None:
         self.client.disconnect()

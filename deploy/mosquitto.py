@@ -1,4 +1,7 @@
-"""A real Mosquitto for tests: its own process, config and free port."""
+"""Run a local Mosquitto with its own generated config on a free port.
+
+Used by `make demo`, the tests and the benchmarks: a real broker, never a stand-in.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-
-READY = "mosquitto version"  # logged once the listener is open (listen sockets come first)
 
 
 def free_port() -> int:
@@ -30,7 +31,7 @@ class Mosquitto:
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "log_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n"
+            "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
             "log_type information\nmax_queued_messages 0\n" + extra
         )
         self.proc: subprocess.Popen[str] | None = None
@@ -42,14 +43,16 @@ class Mosquitto:
 
     def start(self, timeout: float = 10) -> Mosquitto:
         self.proc = subprocess.Popen(
-            [self.exe, "-c", str(self.conf)], stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
+            [self.exe, "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,  # stderr: unbuffered, so lines come at once
         )
         ready = threading.Event()
 
         def pump(proc: subprocess.Popen[str]) -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
+            assert proc.stderr is not None
+            for line in proc.stderr:
                 self.log.append(line)
                 if "Opening ipv4 listen socket" in line or "running" in line:
                     ready.set()
