@@ -91,7 +91,7 @@ class MqttLink:
         self.on_command = on_command
         self.window = window
         self.replay = TokenBucket(replay_rate)
-        self._set_state(LinkState.OFFLINE)
+        self.state = LinkState.OFFLINE
         self.changed = asyncio.Condition()  # notified on every state change
         self.online = asyncio.Event()
         self.connected_since_ms = 0
