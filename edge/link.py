@@ -30,6 +30,7 @@ from edge.outbox import Message, Outbox
 from protocols.mqtt import Birth, Death, Kind, Topic
 
 log = logging.getLogger(__name__)
+PAGE = 1000  # messages read from the outbox at a time
 
 
 class LinkState(StrEnum):
@@ -170,8 +171,13 @@ class MqttLink:
             loop.call_soon_threadsafe(lost.set)
             loop.call_soon_threadsafe(_settle, connack, rc)
 
+        acks: list[int] = []
+
         def on_publish(c: paho.Client, u: Any, mid: int, rc: Any, props: Any) -> None:
-            loop.call_soon_threadsafe(self._on_ack, mid)
+            # hand acks over in batches: one loop wake-up per burst, not per message
+            acks.append(mid)
+            if len(acks) == 1:
+                loop.call_soon_threadsafe(self._on_acks, acks)
 
         def on_message(c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
             loop.call_soon_threadsafe(self._spawn, self.on_command(bytes(msg.payload)))
@@ -233,9 +239,7 @@ class MqttLink:
                 await self._slot.wait()
                 continue
             batch = [
-                m
-                for m in await self.outbox.fetch(cursor, max(room, 64))
-                if not self.outbox.is_acked(m.seq)
+                m for m in await self.outbox.fetch(cursor, PAGE) if not self.outbox.is_acked(m.seq)
             ]
             if not batch:
                 async with self.outbox.committed:
@@ -257,12 +261,14 @@ class MqttLink:
                 self.sent += 1
                 cursor = m.seq
 
-    def _on_ack(self, mid: int) -> None:
-        m = self._inflight.pop(mid, None)
-        if m is None:
-            return  # birth, status or death
-        self.acked += 1
-        self.outbox.ack(m)
+    def _on_acks(self, acks: list[int]) -> None:
+        # list.pop/append are atomic under the GIL; the paho thread may keep appending
+        while acks:
+            m = self._inflight.pop(acks.pop(), None)
+            if m is None:
+                continue  # birth, status or death
+            self.acked += 1
+            self.outbox.ack(m)
         self._slot.set()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
