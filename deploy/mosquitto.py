@@ -5,6 +5,7 @@ Used by `make demo`, the tests and the benchmarks: a real broker, never a stand-
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -23,7 +24,9 @@ def free_port() -> int:
 class Mosquitto:
     """``start()`` returns once the broker accepts connections; ``stop()`` kills it."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra: str = "") -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra: str = "", persistent: bool = False
+    ) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise RuntimeError("mosquitto is not installed: run 'make test' (it installs it)")
@@ -31,8 +34,16 @@ class Mosquitto:
         self.port = port or free_port()
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            # started as root, mosquitto would switch to user 'mosquitto' and could not
+            # write its persistence file in our directory
+            f"user {getpass.getuser()}\n"
+            + (
+                f"persistence true\npersistence_location {workdir}/\n"
+                if persistent
+                else "persistence false\n"
+            )
+            + "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
             "log_type information\nmax_queued_messages 0\n" + extra
         )
         self.proc: subprocess.Popen[str] | None = None
@@ -73,8 +84,12 @@ class Mosquitto:
                     raise
                 ready.wait(0.01)
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
+        """Kill the broker; ``graceful`` lets it save its persistence file first."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            if graceful:
+                self.proc.terminate()
+            else:
+                self.proc.kill()
             self.proc.wait()
         self.proc = None

@@ -117,6 +117,12 @@ class Agent:
             drained = await self.link.drain(drain_timeout)
             log.info("outbox %s at shutdown", "drained" if drained else "not drained")
         await self.link.close()
+        link = next(t for t in self._tasks if t.get_name() == "mqtt-link")
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.shield(link)  # it leaves its loop once closed
+        except TimeoutError:
+            log.warning("mqtt link did not stop in time")
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

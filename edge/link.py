@@ -106,6 +106,7 @@ class MqttLink:
         self._inflight: dict[int, Message] = {}
         self._slot = asyncio.Event()
         self._lost = asyncio.Event()
+        self._suback: asyncio.Future[Any] | None = None
         self._closing = False
         self._cmd_topic = str(Topic(site, gateway, Kind.CMD))
         self._tasks: set[asyncio.Task[None]] = set()
@@ -124,26 +125,30 @@ class MqttLink:
     # -- connection lifecycle ----------------------------------------------------------------
     async def run(self) -> None:
         delay = 0.5
-        while not self._closing:
-            self._set_state(LinkState.CONNECTING)
-            started = time.monotonic()
-            try:
-                await self._connect()
-            except (OSError, ConnectionError) as exc:
-                log.warning("broker %s unreachable: %s", self.broker.url, exc)
-            else:
-                await self._serve()
-                if time.monotonic() - started > 30:
-                    delay = 0.5
-            self._teardown()
-            if self._closing:
-                break
-            self._set_state(LinkState.OFFLINE)
-            wait = random.uniform(delay / 2, delay)
-            log.info("reconnecting to %s in %.1fs", self.broker.url, wait)
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, 30.0)
-        self._set_state(LinkState.CLOSED)
+        try:
+            while not self._closing:
+                self._set_state(LinkState.CONNECTING)
+                started = time.monotonic()
+                try:
+                    await self._connect()
+                except (OSError, ConnectionError, TimeoutError) as exc:
+                    log.warning("broker %s unreachable: %r", self.broker.url, exc)
+                else:
+                    await self._serve()
+                    if time.monotonic() - started > 30:
+                        delay = 0.5
+                await self._teardown()
+                if self._closing:
+                    break
+                self._set_state(LinkState.OFFLINE)
+                wait = random.uniform(delay / 2, delay)
+                log.info("reconnecting to %s in %.1fs", self.broker.url, wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, 30.0)
+        finally:
+            # also when cancelled: paho's thread must not outlive the event loop
+            await asyncio.shield(self._teardown())
+            self._set_state(LinkState.CLOSED)
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -161,30 +166,39 @@ class MqttLink:
         client.max_inflight_messages_set(self.window)
         client.max_queued_messages_set(0)
         connack: asyncio.Future[Any] = loop.create_future()
+        self._suback = suback = loop.create_future()
         self._lost = asyncio.Event()
         lost = self._lost
 
+        def call(fn: Callable[..., Any], *args: Any) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(fn, *args)
+
         def on_connect(c: paho.Client, u: Any, flags: Any, rc: Any, props: Any) -> None:
-            loop.call_soon_threadsafe(_settle, connack, rc)
+            call(_settle, connack, rc)
 
         def on_disconnect(c: paho.Client, u: Any, flags: Any, rc: Any, props: Any) -> None:
-            loop.call_soon_threadsafe(lost.set)
-            loop.call_soon_threadsafe(_settle, connack, rc)
+            call(lost.set)
+            call(_settle, connack, rc)
 
         acks: list[int] = []
+
+        def on_subscribe(c: paho.Client, u: Any, mid: int, rcs: Any, props: Any) -> None:
+            call(_settle, suback, rcs)
 
         def on_publish(c: paho.Client, u: Any, mid: int, rc: Any, props: Any) -> None:
             # hand acks over in batches: one loop wake-up per burst, not per message
             acks.append(mid)
             if len(acks) == 1:
-                loop.call_soon_threadsafe(self._on_acks, acks)
+                call(self._on_acks, acks)
 
         def on_message(c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
-            loop.call_soon_threadsafe(self._spawn, self.on_command(bytes(msg.payload)))
+            call(self._spawn_command, bytes(msg.payload))
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
         client.on_publish = on_publish
+        client.on_subscribe = on_subscribe
         client.on_message = on_message
         self._client = client
         await asyncio.to_thread(
@@ -196,13 +210,14 @@ class MqttLink:
         if rc.is_failure:
             raise ConnectionError(f"broker refused the connection: {rc}")
 
-    def _teardown(self) -> None:
+    async def _teardown(self) -> None:
         self.online.clear()
         client, self._client = self._client, None
         self._inflight.clear()
         if client is not None:
             client.disconnect()
-            client.loop_stop()
+            # joining paho's thread can take its select timeout: not on the loop's thread
+            await asyncio.to_thread(client.loop_stop)
 
     async def _serve(self) -> None:
         assert self._client is not None
@@ -210,6 +225,12 @@ class MqttLink:
         self.connects += 1
         self.connected_since_ms = int(time.time() * 1000)
         client.subscribe(self._cmd_topic, qos=1)
+        # online only once the broker has the subscription: no command can slip past
+        assert self._suback is not None
+        async with asyncio.timeout(10):
+            granted = await self._suback
+        if any(rc.is_failure for rc in granted):
+            log.error("broker refused the command subscription %s: %s", self._cmd_topic, granted)
         birth = self.birth(self.bdseq, self.outbox.stream)
         client.publish(str(Topic(self.site, self.gateway, Kind.BIRTH)), birth.dumps(), 1, True)
         self._set_state(LinkState.ONLINE)
@@ -270,6 +291,9 @@ class MqttLink:
             self.acked += 1
             self.outbox.ack(m)
         self._slot.set()
+
+    def _spawn_command(self, payload: bytes) -> None:
+        self._spawn(self.on_command(payload))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
