@@ -126,6 +126,22 @@ def decode(
     value: int | float = struct.unpack(_STRUCT[dtype], raw)[0]
     if isinstance(value, float) and not math.isfinite(value):
         raise DecodeError(f"{dtype} is {value}")
+    if dtype is DataType.FLOAT32:
+        return shortest_float32(float(value))
+    return value
+
+
+def shortest_float32(value: float) -> float:
+    """The shortest decimal that is the same float32: 226.80975341796875 -> 226.80975.
+
+    A float32 holds 6-9 significant digits; the rest of its float64 expansion is noise
+    that would otherwise travel to the hub and into reports.
+    """
+    packed = struct.pack(">f", value)
+    for digits in range(6, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack(">f", candidate) == packed:
+            return candidate
     return value
 
 

@@ -8,6 +8,7 @@
     python -m simulators fault pump-station-1 out_of_range outlet_pressure
     python -m simulators fault em-1p-7 clear
     python -m simulators show em-1p-7
+    python -m simulators demo            # broker + these devices + the edge agent
 
 Once listening, ``modbus`` prints one line ``READY {json}`` on stdout (see
 :meth:`ModbusSimulator.info`) and runs until SIGINT or SIGTERM.
@@ -110,6 +111,18 @@ async def _serve(config: SimulatorConfig, source: str) -> None:
         # one flushed line that harnesses wait on instead of sleeping
         print("READY " + json.dumps(sim.info(), separators=(",", ":")), flush=True)
         await stop.wait()
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
+    ] = None,
+) -> None:
+    """A simulated community end to end: broker, these devices, the edge agent."""
+    from simulators.community import run_demo
+
+    raise typer.Exit(run_demo(duration))
 
 
 @app.command()

@@ -96,8 +96,16 @@ def test_integer_round_trip(data, dtype, word, byte):
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False, width=32), st.sampled_from(list(Order)))
-def test_float32_round_trip(value, word):
-    assert decode(encode(value, DataType.FLOAT32, word), DataType.FLOAT32, word) == value
+def test_float32_round_trip_to_the_same_single(value, word):
+    got = decode(encode(value, DataType.FLOAT32, word), DataType.FLOAT32, word)
+    assert encode(got, DataType.FLOAT32, word) == encode(value, DataType.FLOAT32, word)
+    assert len(repr(got)) <= len(repr(value))
+
+
+def test_float32_is_published_without_float64_noise():
+    # 226.80975341796875 is the exact float32; 226.80975 is the same float32, shorter
+    assert decode(encode(226.80975341796875, DataType.FLOAT32), DataType.FLOAT32) == 226.80975
+    assert decode([0x4366, 0x8000], DataType.FLOAT32) == 230.5
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,227 @@
+"""``python -m simulators demo``: a whole simulated community, end to end, on this machine.
+
+Starts a private Mosquitto, the devices of ``simulators/demo.yaml`` (an RS-485 line on a
+pseudo-terminal and a Modbus TCP pump room), and the edge agent with a site config made
+for them; then prints what the agent publishes until Ctrl-C (or ``--duration``). Files go
+to ``var/demo/``: the configs, the outbox, and each process's log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from deploy.mosquitto import Mosquitto, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = Path(__file__).resolve().parent / "demo.yaml"
+INTERVALS = {"em-1p": 5.0, "water-meter": 10.0, "lift": 1.0, "pump-station": 2.0, "em-3p": 5.0}
+
+
+def _ready(proc: subprocess.Popen[str], what: str, timeout: float = 30) -> str:
+    """The READY line of a child (the child prints it once it listens)."""
+    assert proc.stdout is not None
+    result: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("READY"):
+                result.append(line[5:].strip())
+                return
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(timeout)
+    if not result:
+        proc.kill()
+        raise RuntimeError(f"{what} did not start; see its log")
+    return result[0]
+
+
+def simulator_config(workdir: Path) -> tuple[Path, int]:
+    """demo.yaml with ports that are free here; returns the file and the control port."""
+    data = yaml.safe_load(DEMO.read_text())
+    control = 5030  # the CLI's default, so `python -m simulators fault` finds it
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", control))
+    except OSError:
+        control = free_port()
+    data["control"] = {"host": "127.0.0.1", "port": control}
+    for ep in data["endpoints"]:
+        if "tcp" in ep:
+            ep["tcp"]["port"] = 0
+        if "rtu" in ep:
+            ep["rtu"]["link"] = str(workdir / f"{ep['name']}.pty")
+    path = workdir / "simulator.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path, control
+
+
+def site_config(workdir: Path, broker: Mosquitto, ready: dict[str, Any], metrics: int) -> Path:
+    buses, devices = [], []
+    for ep in ready["endpoints"]:
+        if ep["transport"] == "tcp":
+            buses.append(
+                {"name": ep["name"], "type": "tcp", "host": ep["host"], "port": ep["port"]}
+            )
+        else:
+            buses.append(
+                {
+                    "name": ep["name"],
+                    "type": "rtu",
+                    "port": ep["path"],
+                    "baudrate": ep.get("baud") or 9600,
+                }
+            )
+        for dev_id, unit in ep["devices"].items():
+            devices.append({"id": dev_id, "bus": ep["name"], "unit": unit})
+    profiles: dict[str, str] = {}
+    for ep in yaml.safe_load(DEMO.read_text())["endpoints"]:
+        for entry in ep["devices"]:
+            profiles.update(_ids_of(entry, ready, ep["name"]))
+    for d in devices:
+        d["profile"] = profiles[d["id"]]
+        d["interval"] = INTERVALS.get(d["profile"], 5.0)
+    cfg = {
+        "site": "sunny-garden",
+        "gateway": "gw-01",
+        "broker": {"url": broker.url},
+        "outbox": {"path": str(workdir / "outbox.db")},
+        "metrics_port": metrics,
+        "status_interval": 10,
+        "buses": buses,
+        "devices": devices,
+    }
+    path = workdir / "site.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _ids_of(entry: dict[str, Any], ready: dict[str, Any], endpoint: str) -> dict[str, str]:
+    """Device id -> profile for one entry of demo.yaml, matched by unit on its endpoint."""
+    ep = next(e for e in ready["endpoints"] if e["name"] == endpoint)
+    text = str(entry["unit"])
+    first, _, last = text.partition("-")
+    units = range(int(first), int(last or first) + 1)
+    return {dev: entry["profile"] for dev, unit in ep["devices"].items() if unit in units}
+
+
+def _fmt(topic: str, payload: bytes) -> str:
+    kind = topic.split("/")[4]
+    try:
+        msg = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return f"{topic}: {payload[:80]!r}"
+    if kind == "data":
+        vals = " ".join(f"{k}={v}" for k, v in msg["values"].items())
+        errs = f"  errors={msg['errors']}" if msg.get("errors") else ""
+        hist = " (replayed)" if msg.get("hist") else ""
+        return f"#{msg['seq']:<6} {msg['dev']:<9} {vals}{errs}{hist}"
+    if kind == "event":
+        return f"#{msg['seq']:<6} EVENT {msg['event']} {msg.get('dev') or ''} {msg['detail']}"
+    if kind == "birth":
+        return f"BIRTH gateway {msg['gw']} (bdseq {msg['bdseq']}, {len(msg['devices'])} devices)"
+    if kind == "status":
+        m = msg["metrics"]
+        return (
+            f"STATUS values read {m['values_read_total']}, outbox {m['outbox_depth']}, "
+            f"devices online {m['devices_online']}/"
+            f"{m['devices_online'] + m['devices_offline']}"
+        )
+    return f"{kind.upper()} {msg}"
+
+
+@contextlib.contextmanager
+def _process(args: list[str], log: Path) -> Iterator[subprocess.Popen[str]]:
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def run_demo(duration: float | None = None, workdir: Path = ROOT / "var" / "demo") -> int:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "outbox.db").unlink(missing_ok=True)
+    broker = Mosquitto(workdir).start()
+    stop = threading.Event()
+    printed = 0
+    try:
+        sim_cfg, control = simulator_config(workdir)
+        with _process(
+            ["-m", "simulators", "modbus", "--config", str(sim_cfg)], workdir / "simulator.log"
+        ) as sim:
+            ready = json.loads(_ready(sim, "the simulator"))
+            metrics = free_port()
+            site = site_config(workdir, broker, ready, metrics)
+            with _process(
+                ["-m", "edge", "run", "--config", str(site), "--plain-logs"], workdir / "agent.log"
+            ) as agent:
+                _ready(agent, "the edge agent")
+                n_devices = sum(len(e["devices"]) for e in ready["endpoints"])
+                line = next(e["path"] for e in ready["endpoints"] if e["transport"] == "rtu")
+                fault = f"WUYE_SIM_CONTROL=127.0.0.1:{control} .venv/bin/python -m simulators fault"
+                print(
+                    f"""
+wuye demo: a simulated community on this machine
+  broker      {broker.url}   (watch: mosquitto_sub -p {broker.port} -t 'wuye/#' -v)
+  simulator   {n_devices} devices; RS-485 line on {line}
+  edge agent  config {site}, metrics http://127.0.0.1:{metrics}/metrics
+  logs        {workdir}/agent.log, {workdir}/simulator.log
+  try         {fault} em-103 silent
+              (and later '... fault em-103 clear'); Ctrl-C ends the demo.
+""",
+                    flush=True,
+                )
+                client = paho.Client(CallbackAPIVersion.VERSION2, client_id="wuye-demo-viewer")
+
+                def on_message(c: paho.Client, u: Any, m: paho.MQTTMessage) -> None:
+                    nonlocal printed
+                    print(_fmt(m.topic, bytes(m.payload)), flush=True)
+                    printed += 1
+
+                client.on_message = on_message
+                client.on_connect = lambda c, u, f, rc, p: c.subscribe("wuye/#", qos=1)
+                client.connect("127.0.0.1", broker.port)
+                client.loop_start()
+                signal.signal(signal.SIGINT, lambda *a: stop.set())
+                signal.signal(signal.SIGTERM, lambda *a: stop.set())
+                deadline = time.monotonic() + duration if duration else None
+                while not stop.is_set():
+                    if agent.poll() is not None:
+                        print("the edge agent stopped; see its log", file=sys.stderr)
+                        return 1
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    stop.wait(left if left is not None else 1.0)
+                client.loop_stop()
+                client.disconnect()
+    finally:
+        broker.stop()
+    print(f"demo stopped after {printed} messages", flush=True)
+    return 0 if printed else 1
