@@ -19,20 +19,9 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edge.config import RtuBus, TcpBus
 from protocols.errors import DeviceError, TransportError
-from protocols.registers import Read, Table
+from protocols.registers import ExceptionCode, Read, Table
 
 log = logging.getLogger(__name__)
-
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    10: "gateway path unavailable",
-    11: "gateway target failed to respond",
-}
 
 
 class ExceptionReply(DeviceError):
@@ -40,7 +29,7 @@ class ExceptionReply(DeviceError):
 
     def __init__(self, code: int) -> None:
         self.code = code
-        super().__init__(f"exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})")
+        super().__init__(ExceptionCode.describe(code))
 
 
 class NoReply(DeviceError):

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from protocols.errors import ConfigError
 from protocols.mqtt import ID_PATTERN
-from protocols.profile import Profile, load_profiles, read_yaml, validation_error
+from protocols.profile import Profile, load_profiles, read_yaml, validate
 from protocols.registers import Read, plan_reads
 
 Ident = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -191,9 +191,6 @@ def load_site(path: Path, profile_dirs: tuple[Path, ...] = ()) -> Site:
     if not isinstance(data, dict):
         raise ConfigError(str(path), "", "a site config must be a mapping")
     extra_dirs = [Path(d) for d in data.pop("profile_dirs", [])] if "profile_dirs" in data else []
-    try:
-        cfg = SiteConfig.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(str(path), exc) from exc
+    cfg = validate(SiteConfig, data, str(path), "a site config")
     dirs = (*profile_dirs, *[d if d.is_absolute() else path.parent / d for d in extra_dirs])
     return Site(cfg, load_profiles(*dirs), str(path))

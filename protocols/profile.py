@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -153,13 +153,21 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(str(path), place, f"not valid YAML: {exc}") from exc
 
 
-def parse_profile(data: Any, source: str) -> Profile:
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: Any, source: str, what: str) -> M:
+    """``data`` (parsed YAML) as ``model``; ConfigError naming ``source`` and the place."""
     if not isinstance(data, Mapping):
-        raise ConfigError(source, "", "a profile must be a mapping")
+        raise ConfigError(source, "", f"{what} must be a mapping")
     try:
-        return Profile.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(source, exc) from exc
+
+
+def parse_profile(data: Any, source: str) -> Profile:
+    return validate(Profile, data, source, "a profile")
 
 
 def load_profile(path: Path) -> Profile:

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 from protocols.errors import DecodeError
 
@@ -32,6 +32,28 @@ class Table(StrEnum):
     def max_read(self) -> int:
         """Most items one read may ask for (Modbus application protocol 1.1b3)."""
         return 2000 if self.is_bits else 125
+
+
+class ExceptionCode(IntEnum):
+    """Modbus exception codes (application protocol 1.1b3, section 7)."""
+
+    ILLEGAL_FUNCTION = 0x01
+    ILLEGAL_DATA_ADDRESS = 0x02
+    ILLEGAL_DATA_VALUE = 0x03
+    SERVER_DEVICE_FAILURE = 0x04
+    ACKNOWLEDGE = 0x05
+    SERVER_DEVICE_BUSY = 0x06
+    GATEWAY_PATH_UNAVAILABLE = 0x0A
+    GATEWAY_TARGET_FAILED = 0x0B
+
+    @staticmethod
+    def describe(code: int) -> str:
+        """``exception 2 (illegal data address)``; unknown codes say so."""
+        try:
+            name = ExceptionCode(code).name.lower().replace("_", " ")
+        except ValueError:
+            name = "unknown"
+        return f"exception {code} ({name})"
 
 
 class DataType(StrEnum):

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocols.errors import ConfigError
 from protocols.mqtt import ID_PATTERN
-from protocols.profile import Profile, read_yaml, validation_error
+from protocols.profile import Profile, read_yaml, validate
 
 CONFIG_SCHEMA: Literal["wuye.simulator/1"] = "wuye.simulator/1"
 DEFAULT_CONTROL = "127.0.0.1:5030"
@@ -163,12 +163,7 @@ def expand(
 
 def parse_config(data: Any, source: str) -> SimulatorConfig:
     """A validated config from parsed YAML/JSON; ConfigError naming ``source`` and the place."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(source, "", "a simulator config must be a mapping")
-    try:
-        return SimulatorConfig.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(source, exc) from exc
+    return validate(SimulatorConfig, data, source, "a simulator config")
 
 
 def load_config(path: Path) -> SimulatorConfig:

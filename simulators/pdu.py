@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from protocols.profile import Point
-from protocols.registers import Table
+from protocols.registers import ExceptionCode, Table
 from simulators.image import RegisterImage
 
 
@@ -26,15 +26,6 @@ class Function(IntEnum):
     WRITE_SINGLE_REGISTER = 0x06
     WRITE_MULTIPLE_COILS = 0x0F
     WRITE_MULTIPLE_REGISTERS = 0x10
-
-
-class ExceptionCode(IntEnum):
-    ILLEGAL_FUNCTION = 0x01
-    ILLEGAL_DATA_ADDRESS = 0x02
-    ILLEGAL_DATA_VALUE = 0x03
-    SERVER_DEVICE_FAILURE = 0x04
-    GATEWAY_PATH_UNAVAILABLE = 0x0A
-    GATEWAY_TARGET_FAILED = 0x0B
 
 
 _TABLE = {

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from protocols.registers import ExceptionCode
 from simulators.device import ReplyAction, SimDevice
-from simulators.pdu import ExceptionCode, exception_response
+from simulators.pdu import exception_response
 
 log = logging.getLogger(__name__)
 
