@@ -380,3 +380,48 @@ async def test_metrics_endpoint_speaks_prometheus(broker, tmp_path):
 
 def test_shipped_profiles_are_all_simulated():
     assert set(load_profiles()) <= {"em-1p", "em-3p", "water-meter", "lift", "pump-station"}
+
+
+async def test_full_outbox_drops_oldest_telemetry_and_says_so(tmp_path):
+    from deploy.mosquitto import Mosquitto
+
+    b = Mosquitto(tmp_path, persistent=True).start()
+    sub = Subscriber(b.port)  # its session outlives the broker's restart
+    b.stop(graceful=True)  # the agent starts into an outage
+    cfg = sim_config(tcp_endpoint("plant", "lift:1"))
+    async with ModbusSimulator(cfg) as sim:
+        path = site_config(
+            tmp_path,
+            b.url,
+            [{"name": "plant", "type": "tcp", "host": "127.0.0.1", "port": sim.tcp_port()}],
+            [{"id": "lift-1", "bus": "plant", "unit": 1, "profile": "lift", "interval": 0.01}],
+            status_interval=0.5,
+            # 20 kB: full within a second or two
+            outbox={"path": str(tmp_path / "outbox.db"), "commit_interval": 0.2, "max_mb": 0.02},
+        )
+        async with Agent(load_site(path)) as agent:
+            async with agent.outbox.committed:
+                await agent.outbox.committed.wait_for(lambda: agent.outbox.dropped_total > 0)
+            assert agent.outbox.bytes <= 0.02 * 1024 * 1024
+            b.start()
+            await asyncio.wait_for(agent.link.online.wait(), 30)
+            await wait(
+                sub,
+                lambda m: any(
+                    x.json.get("event") == "outbox_dropped" for x in sub.of_kind("event")
+                ),
+            )
+            last = agent.outbox.last_seq
+            await wait(sub, lambda m: any(x["seq"] >= last for x in sub.sequenced()))
+            await wait(sub, lambda m: bool(sub.of_kind("status")))
+    b.stop()
+    drops = [x.json["detail"] for x in sub.of_kind("event") if x.json["event"] == "outbox_dropped"]
+    dropped = {s for d in drops for s in range(d["first_seq"], d["last_seq"] + 1)}
+    seqs = {x["seq"] for x in sub.sequenced()}
+    # every number is either delivered or named in a drop event: no silent gap
+    assert seqs | dropped >= set(range(1, max(seqs) + 1))
+    assert sum(d["count"] for d in drops) == len(dropped)
+    status = sub.of_kind("status")[-1].json
+    assert status["devices"] == {"lift-1": "online"}
+    assert status["metrics"]["outbox_dropped_total"] >= 1
+    sub.close()
