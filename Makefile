@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # Debian packages the suite and demo talk to (real peers, never mocks)
-DEB_PKGS := mosquitto mosquitto-clients mbpoll
+DEB_PKGS := mosquitto mosquitto-clients mbpoll victoria-metrics
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench lint typecheck system venv clean
@@ -33,7 +33,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy protocols edge simulators
+	$(BIN)/mypy protocols edge simulators hub deploy
 
 test: system venv lint typecheck
 	$(BIN)/pytest

@@ -1,0 +1,174 @@
+"""``python -m hub ingest``: take in what the edges publish, acknowledging only after commit.
+
+Data, events and acks arrive through an MQTT shared subscription (``$share/GROUP/wuye/#``),
+so several ingest processes split the load. Retained messages are never delivered to shared
+subscriptions, so births and deaths also come through a plain subscription (each process
+applies them; that is idempotent).
+
+paho-mqtt holds each PUBACK until :meth:`Consumer._flush` has committed the batch the message
+belongs to (``manual_ack``). The session is persistent (MQTT 5, fixed client id, session
+expiry), so after a crash the broker redelivers what was never acknowledged to the restarted
+process; the ``seen`` table makes those redeliveries no-ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from hub.apply import Applier, Raw, TelemetrySink
+from hub.settings import HubSettings
+
+log = logging.getLogger(__name__)
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+@dataclass(slots=True)
+class Stats:
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead: int = 0
+    values: int = 0
+    batches: int = 0
+    failures: int = 0
+
+
+class Consumer:
+    """Runs on its own thread (:meth:`start`); :meth:`stop` drains and disconnects."""
+
+    def __init__(
+        self, settings: HubSettings, engine: Engine, sink: TelemetrySink, instance: str = "1"
+    ) -> None:
+        self.settings = settings
+        self.applier = Applier(engine, sink, settings.max_payload)
+        self.sink = sink
+        self.client_id = f"hub-ingest-{instance}"
+        self.stats = Stats()
+        self.connected = threading.Event()
+        self._queue: deque[tuple[int, int, Raw]] = deque()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client = self._make_client()
+
+    def _make_client(self) -> paho.Client:
+        c = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=True,
+        )
+        if self.settings.mqtt_username:
+            c.username_pw_set(self.settings.mqtt_username, self.settings.mqtt_password)
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda *a: self.connected.clear()
+        c.on_message = self._on_message
+        c.reconnect_delay_set(1, 10)
+        return c
+
+    # -- MQTT ------------------------------------------------------------------------------
+    def _on_connect(
+        self, c: paho.Client, u: object, flags: object, rc: object, props: object
+    ) -> None:
+        if getattr(rc, "is_failure", False):
+            log.error("broker refused ingest: %s", rc)
+            return
+        group = self.settings.ingest_group
+        c.subscribe(
+            [
+                (f"$share/{group}/wuye/#", 1),
+                ("wuye/v1/+/+/birth", 1),  # retained births skip shared subscriptions
+                ("wuye/v1/+/+/death", 1),
+            ]
+        )
+        self.connected.set()
+        log.info("ingest %s connected (group %s)", self.client_id, group)
+
+    def _on_message(self, c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
+        with self._cond:
+            self._queue.append((msg.mid, msg.qos, Raw(msg.topic, bytes(msg.payload))))
+            if len(self._queue) >= self.settings.ingest_batch:
+                self._cond.notify()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        u = urlsplit(self.settings.mqtt_url)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        # how many unacknowledged messages the broker may send us: room for two batches
+        props.ReceiveMaximum = min(65535, 2 * self.settings.ingest_batch)
+        self._client.connect_async(
+            u.hostname or "127.0.0.1",
+            u.port or 1883,
+            keepalive=10,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(30)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _run(self) -> None:
+        linger = self.settings.ingest_linger_ms / 1000
+        last_spill = time.monotonic()
+        while not self._stop.is_set():
+            with self._cond:
+                if len(self._queue) < self.settings.ingest_batch:
+                    self._cond.wait(linger if self._queue else 0.5)
+                n = min(len(self._queue), self.settings.ingest_batch)
+                batch = [self._queue.popleft() for _ in range(n)]
+            if batch:
+                self._flush(batch)
+            if time.monotonic() - last_spill > 1.0:
+                deliver = getattr(self.sink, "deliver_spill", None)
+                if deliver is not None:
+                    deliver()
+                last_spill = time.monotonic()
+        with self._cond:
+            rest = list(self._queue)
+            self._queue.clear()
+        if rest:
+            self._flush(rest)
+
+    def _flush(self, batch: list[tuple[int, int, Raw]]) -> None:
+        while True:
+            try:
+                out = self.applier.apply([raw for _, _, raw in batch])
+                break
+            except SQLAlchemyError:
+                # the database is down or busy: keep the batch (unacknowledged) and retry
+                self.stats.failures += 1
+                log.exception("ingest batch of %d failed; retrying", len(batch))
+                if self._stop.wait(1.0):
+                    return  # not acknowledged: the broker redelivers after a restart
+        for mid, qos, _ in batch:
+            if qos > 0:
+                self._client.ack(mid, qos)
+        s = self.stats
+        s.received += len(batch)
+        s.applied += out.applied
+        s.duplicates += out.duplicates
+        s.dead += out.dead
+        s.values += out.values
+        s.batches += 1

@@ -1,0 +1,66 @@
+"""Hub settings: environment variables ``WUYE_HUB_*`` (or a ``.env`` file outside the repo).
+
+Built by :func:`load_settings` in a process's entry point, never at import time. Outside
+development the JWT secret must be given; in development (the demo) one is generated at
+first run and kept in ``var/`` so tokens survive restarts.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocols.errors import ConfigError
+
+
+class HubSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WUYE_HUB_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = "sqlite:///var/hub.db"
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    ingest_group: str = "wuye-ingest"  # shared-subscription group: processes split the load
+    ingest_batch: int = Field(500, ge=1, le=10_000)  # messages per transaction at most
+    ingest_linger_ms: int = Field(50, ge=0, le=5000)  # wait for a batch to fill
+    max_payload: int = Field(256 * 1024, ge=1024)  # larger payloads are dead letters
+    silence_s: float = 60.0  # a gateway quiet this long (and no death) counts as offline
+    # telemetry: a v2 write endpoint (InfluxDB 2.x/3.x, VictoriaMetrics), or SQL when unset
+    influx_url: str | None = None
+    influx_token: str = ""
+    influx_org: str = "wuye"
+    influx_bucket: str = "wuye"
+    spill_dir: Path = Path("var/spill")
+    telemetry_retention_days: int = Field(30, ge=1)  # SQL telemetry only
+    jwt_secret: str | None = None
+    jwt_ttl_s: int = 8 * 3600
+    secret_file: Path = Path("var/hub-secret")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    embedded_ingest: bool = True  # `serve` also runs ingest in the same process
+
+    @model_validator(mode="after")
+    def _secret(self) -> HubSettings:
+        if self.jwt_secret is None and self.environment == "production":
+            raise ConfigError("environment", "WUYE_HUB_JWT_SECRET", "required in production")
+        return self
+
+    def secret(self) -> str:
+        """The JWT signing secret; in development, generated once and kept in secret_file."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.secret_file
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+def load_settings(**overrides: object) -> HubSettings:
+    return HubSettings(**overrides)  # type: ignore[arg-type]

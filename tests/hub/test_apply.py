@@ -1,0 +1,159 @@
+"""Applying MQTT messages: once in effect, gaps, history, dead letters (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from sqlmodel import Session, select
+
+from hub.apply import Applier, Raw
+from hub.models import DeadLetter, Device, Gap, Gateway, LatestValue, Reading, Telemetry
+from hub.telemetry import SqlTelemetry
+
+BIRTH = {
+    "v": 1,
+    "gw": "gw-1",
+    "site": "s1",
+    "bdseq": 0,
+    "stream": "a" * 32,
+    "ts": 1,
+    "agent": "t",
+    "devices": [
+        {
+            "id": "em-1",
+            "profile": "em-1p",
+            "bus": "b",
+            "unit": 1,
+            "interval_s": 5.0,
+            "points": [
+                {"name": "voltage", "unit": "V", "kind": "measurement", "type": "float32"},
+                {"name": "kwh", "unit": "kWh", "kind": "counter", "type": "uint32"},
+            ],
+        }
+    ],
+}
+T0 = 1_795_334_400_000
+
+
+def birth(**kw):
+    return Raw("wuye/v1/s1/gw-1/birth", orjson.dumps({**BIRTH, **kw}))
+
+
+def data(seq, ts=None, hist=False, **values):
+    body = {
+        "v": 1,
+        "gw": "gw-1",
+        "seq": seq,
+        "hist": hist,
+        "ts": ts or T0 + seq * 1000,
+        "dev": "em-1",
+        "values": values or {"voltage": 220.0 + seq, "kwh": 100 + seq / 100},
+    }
+    return Raw("wuye/v1/s1/gw-1/data/em-1", orjson.dumps(body))
+
+
+@pytest.fixture
+def applier(engine):
+    return Applier(engine, SqlTelemetry(), max_payload=4096)
+
+
+def test_each_message_takes_effect_once(applier, engine):
+    applier.apply([birth(), data(1), data(2)])
+    out = applier.apply([data(2), data(1), data(3), data(3)])  # redelivery, and twice in a batch
+    assert (out.applied, out.duplicates) == (1, 3)
+    with Session(engine) as s:
+        assert len(s.exec(select(Telemetry)).all()) == 6  # 3 messages x 2 points
+        readings = s.exec(select(Reading).order_by(Reading.ts)).all()
+        assert [str(r.value) for r in readings] == ["100.010000", "100.020000", "100.030000"]
+        gw = s.get(Gateway, "gw-1")
+        assert (gw.messages, gw.duplicates, gw.max_seq, gw.gaps) == (3, 3, 3, 0)
+
+
+def test_gaps_are_recorded_and_late_messages_fill_them(applier, engine):
+    applier.apply([birth(), data(1), data(5), data(9)])
+    with Session(engine) as s:
+        gaps = [(g.first_seq, g.last_seq) for g in s.exec(select(Gap).order_by(Gap.first_seq))]
+        assert gaps == [(2, 4), (6, 8)]
+        assert s.get(Gateway, "gw-1").gaps == 6
+    applier.apply([data(3), data(6), data(8)])
+    with Session(engine) as s:
+        gaps = [(g.first_seq, g.last_seq) for g in s.exec(select(Gap).order_by(Gap.first_seq))]
+        assert gaps == [(2, 2), (4, 4), (7, 7)]
+        assert s.get(Gateway, "gw-1").gaps == 3
+
+
+def test_historical_values_never_overwrite_newer_latest(applier, engine):
+    applier.apply([birth(), data(10, voltage=230.0)])
+    applier.apply([data(4, hist=True, voltage=199.0)])  # replayed, older
+    with Session(engine) as s:
+        v = s.exec(select(LatestValue).where(LatestValue.point == "voltage")).one()
+        assert (v.value, v.seq) == (230.0, 10)
+        assert len(s.exec(select(Telemetry)).all()) == 2  # history is still kept
+
+
+def test_data_before_birth_is_kept_and_the_birth_adopts_it(applier, engine):
+    applier.apply([data(1)])
+    applier.apply([birth()])
+    out = applier.apply([data(1), data(2)])
+    assert (out.applied, out.duplicates) == (1, 1)
+    with Session(engine) as s:
+        dev = s.exec(select(Device)).one()
+        assert dev.profile == "em-1p" and s.get(Gateway, "gw-1").site_id == "s1"
+
+
+BAD = [
+    (Raw("wuye/v1/s1/gw-1/data/em-1", b"{not json"), "not JSON"),
+    (Raw("wuye/v1/s1/gw-1/data/em-1", b'{"v":2}'), "unknown schema version"),
+    (Raw("wuye/v1/s1/gw-1/weather", b"{}"), "unknown kind"),
+    (Raw("wuye/v1/s1/gw-1/data/em-1", b"x" * 5000), "over the limit"),
+    (
+        Raw(
+            "wuye/v1/s1/gw-1/data/em-1",
+            orjson.dumps(
+                {"v": 1, "gw": "gw-1", "seq": 7, "ts": 1, "dev": "em-1", "values": {"v": "high"}}
+            ),
+        ),
+        "values.v",
+    ),
+    (
+        Raw(
+            "wuye/v1/s1/gw-1/data/em-1",
+            orjson.dumps({"v": 1, "gw": "gw-2", "seq": 7, "ts": 1, "dev": "em-1", "values": {}}),
+        ),
+        "published on 'gw-1'",
+    ),
+    (
+        Raw(
+            "wuye/v1/s2/gw-1/data/em-1",
+            orjson.dumps({"v": 1, "gw": "gw-1", "seq": 8, "ts": 1, "dev": "em-1", "values": {}}),
+        ),
+        "belongs to site 's1'",
+    ),
+]
+
+
+def test_bad_messages_become_dead_letters_and_good_ones_still_arrive(applier, engine):
+    applier.apply([birth()])
+    out = applier.apply([data(1), *[raw for raw, _ in BAD], data(2)])
+    assert (out.applied, out.dead) == (2, len(BAD))
+    with Session(engine) as s:
+        letters = s.exec(select(DeadLetter).order_by(DeadLetter.id)).all()
+        for letter, (_, reason) in zip(letters, BAD, strict=True):
+            assert reason in letter.reason
+        assert s.get(Gateway, "gw-1").bad == len(BAD)
+        assert s.get(Gateway, "gw-1").max_seq == 2
+
+
+def test_outbox_drops_are_recorded_as_deliberate_gaps(applier, engine):
+    event = {
+        "v": 1,
+        "gw": "gw-1",
+        "seq": 50,
+        "ts": T0,
+        "event": "outbox_dropped",
+        "detail": {"count": 20, "first_seq": 20, "last_seq": 39},
+    }
+    applier.apply([birth(), Raw("wuye/v1/s1/gw-1/event", orjson.dumps(event))])
+    with Session(engine) as s:
+        reasons = {(g.first_seq, g.last_seq, g.reason) for g in s.exec(select(Gap))}
+        assert (20, 39, "dropped_by_edge") in reasons
