@@ -382,8 +382,9 @@ class Applier:
             seqs = sorted(by_gw.get(gw_id, []))
             gw.messages += len(seqs)
             gw.duplicates += n - len(seqs)
+            # online comes from birth and death alone: data applied in the same batch as a
+            # death must not bring the gateway back
             gw.last_seen = now
-            gw.online = True
             self._gaps(s, gw, seqs)
 
     def _gaps(self, s: Session, gw: Gateway, seqs: list[int]) -> None:
