@@ -1,22 +1,29 @@
-"""``python -m hub``: ingest, database migrations (and, next, the API and provisioning)."""
+"""``python -m hub``: the API server (with ingest), ingest alone, migrations, users."""
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 import logging
+import os
 import signal
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import uvicorn
 
 from edge import logs
-from hub.db import upgrade
+from hub.auth import Role, create_user
+from hub.db import make_engine, session_scope, upgrade
 from hub.runtime import make_consumer
 from hub.settings import load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="wuye hub")
 db_app = typer.Typer(no_args_is_help=True, help="database schema")
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(no_args_is_help=True, help="API users")
+app.add_typer(users_app, name="users")
 log = logging.getLogger("hub")
 
 
@@ -50,6 +57,76 @@ def ingest(
     stop.wait()
     consumer.stop()
     log.info("ingest stopped: %s", consumer.stats)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="default: WUYE_HUB_API_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default: WUYE_HUB_API_PORT")] = None,
+    ingest: Annotated[bool, typer.Option(help="also run ingest in this process")] = True,
+    log_level: str = "info",
+) -> None:
+    """The API (OpenAPI at /docs); by default with ingest in the same process."""
+    from hub.api.app import create_app
+
+    logs.setup(log_level)
+    settings = load_settings(embedded_ingest=ingest)
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    app_ = create_app(settings, engine)
+    config = uvicorn.Config(
+        app_,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_config=None,
+        access_log=False,
+    )
+    asyncio.run(_ReadyServer(config).serve())
+
+
+class _ReadyServer(uvicorn.Server):
+    """Prints ``READY http://host:port`` once the socket listens (the demo waits on it)."""
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(f"READY http://{self.config.host}:{self.config.port}", flush=True)
+
+
+def _password(env: str | None) -> str:
+    if env:
+        value = os.environ.get(env)
+        if not value:
+            raise typer.BadParameter(f"environment variable {env} is not set")
+        return value
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise typer.BadParameter("the passwords differ")
+    return first
+
+
+@users_app.command("add")
+def users_add(
+    username: str,
+    role: Annotated[Role, typer.Option(help="hq_admin, site_manager, engineer, finance, owner")],
+    site: Annotated[list[str] | None, typer.Option(help="a site it may see (repeatable)")] = None,
+    device: Annotated[
+        list[str] | None, typer.Option(help="owners: GATEWAY/DEVICE it owns (repeatable)")
+    ] = None,
+    password_env: Annotated[
+        str | None, typer.Option(help="read the password from this variable, not a prompt")
+    ] = None,
+) -> None:
+    """Create a user; the first one is the HQ admin: `users add admin --role hq_admin`."""
+    settings = load_settings()
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(engine) as s:
+            create_user(s, username, _password(password_env), role, site or [], device or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"user {username} ({role.value}) created")
 
 
 if __name__ == "__main__":

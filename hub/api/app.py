@@ -1,0 +1,38 @@
+"""The FastAPI application; ``create_app`` only wires (settings and engine come in)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from hub.api.routes import auth, commands, health, registry
+from hub.dispatch import Dispatcher
+from hub.runtime import make_consumer
+from hub.settings import HubSettings
+
+
+def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.dispatcher = Dispatcher(settings, engine)
+        app.state.dispatcher.start()
+        app.state.consumer = None
+        if settings.embedded_ingest:
+            app.state.consumer = make_consumer(settings, engine)
+            app.state.consumer.start()
+        try:
+            yield
+        finally:
+            if app.state.consumer is not None:
+                app.state.consumer.stop()
+            app.state.dispatcher.stop()
+
+    app = FastAPI(title="wuye hub", version="0.1.0", lifespan=lifespan)
+    for r in (auth.router, registry.router, commands.router, health.router):
+        app.include_router(r)
+    return app

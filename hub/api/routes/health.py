@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy import text
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+def health(request: Request) -> dict[str, object]:
+    state = request.app.state
+    with state.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    consumer = getattr(state, "consumer", None)
+    return {
+        "database": "ok",
+        "ingest": None
+        if consumer is None
+        else ("connected" if consumer.connected.is_set() else "disconnected"),
+    }
+
+
+class _IngestCollector:
+    def __init__(self, request: Request) -> None:
+        self.consumer = getattr(request.app.state, "consumer", None)
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        if self.consumer is None:
+            return
+        s = self.consumer.stats
+        for name in ("received", "applied", "duplicates", "dead", "values", "batches", "failures"):
+            c = CounterMetricFamily(f"wuye_hub_ingest_{name}", f"ingest {name}")
+            c.add_metric([], float(getattr(s, name)))
+            yield c
+        g = GaugeMetricFamily("wuye_hub_ingest_connected", "1 if connected to the broker")
+        g.add_metric([], float(self.consumer.connected.is_set()))
+        yield g
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    registry = CollectorRegistry()
+    registry.register(_IngestCollector(request))
+    return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,172 @@
+"""Sites, gateways, devices, latest values, history, dead letters."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+from sqlmodel import col, select
+
+from hub.api.deps import CurrentUser, SessionDep, SettingsDep, StaffUser, forbid_unless
+from hub.api.schemas import (
+    DeadLetterPublic,
+    DevicePublic,
+    GatewayPublic,
+    HistoryPoint,
+    LatestPublic,
+    SitePublic,
+)
+from hub.auth import Role, can_see_device, can_see_site
+from hub.history import history
+from hub.models import DeadLetter, Device, Gateway, LatestValue, Site, utcnow
+
+router = APIRouter(prefix="/api/v1", tags=["registry"])
+
+
+@router.get("/sites")
+def sites(user: StaffUser, session: SessionDep) -> list[SitePublic]:
+    rows = session.exec(select(Site).order_by(col(Site.id))).all()
+    return [SitePublic(id=s.id, name=s.name) for s in rows if can_see_site(user, s.id)]
+
+
+@router.get("/sites/{site}/gateways")
+def gateways(
+    site: str, user: StaffUser, session: SessionDep, settings: SettingsDep
+) -> list[GatewayPublic]:
+    forbid_unless(can_see_site(user, site), f"site {site}")
+    quiet = utcnow() - timedelta(seconds=settings.silence_s)
+    rows = session.exec(
+        select(Gateway).where(Gateway.site_id == site).order_by(col(Gateway.id))
+    ).all()
+    return [
+        GatewayPublic(
+            id=g.id,
+            site_id=g.site_id,
+            agent=g.agent,
+            bdseq=g.bdseq,
+            last_seen=g.last_seen,
+            # a gateway that died without a will reaching us, or went silent, is offline too
+            online=g.online and g.last_seen is not None and g.last_seen > quiet,
+            messages=g.messages,
+            duplicates=g.duplicates,
+            gaps=g.gaps,
+            bad=g.bad,
+        )
+        for g in rows
+    ]
+
+
+@router.get("/sites/{site}/devices")
+def devices(site: str, user: StaffUser, session: SessionDep) -> list[DevicePublic]:
+    forbid_unless(can_see_site(user, site), f"site {site}")
+    rows = session.exec(
+        select(Device)
+        .where(Device.site_id == site)
+        .order_by(col(Device.gateway_id), col(Device.device_id))
+    ).all()
+    return [_device(d) for d in rows]
+
+
+@router.get("/devices")
+def my_devices(user: CurrentUser, session: SessionDep) -> list[DevicePublic]:
+    """What the caller may see: an owner's own meters, or every device of a staff's sites."""
+    rows = session.exec(
+        select(Device).order_by(col(Device.gateway_id), col(Device.device_id))
+    ).all()
+    return [_device(d) for d in rows if can_see_device(user, d.site_id, d.gateway_id, d.device_id)]
+
+
+def _device(d: Device) -> DevicePublic:
+    return DevicePublic(
+        gateway_id=d.gateway_id,
+        device_id=d.device_id,
+        site_id=d.site_id,
+        profile=d.profile,
+        online=d.online,
+        last_seen=d.last_seen,
+        points=d.points,
+    )
+
+
+def _find(session: SessionDep, user: CurrentUser, gateway: str, device: str) -> Device:
+    dev = session.exec(
+        select(Device).where(Device.gateway_id == gateway, Device.device_id == device)
+    ).first()
+    # the same answer for "not yours" and "does not exist" would hide what exists; staff
+    # may know the registry, so only owners get 404 for devices outside their scope
+    if dev is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {gateway}/{device}")
+    if not can_see_device(user, dev.site_id, gateway, device):
+        if user.role == Role.OWNER:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "not your device")
+        forbid_unless(False, f"site {dev.site_id}")
+    return dev
+
+
+@router.get("/devices/{gateway}/{device}/latest")
+def latest(gateway: str, device: str, user: CurrentUser, session: SessionDep) -> list[LatestPublic]:
+    dev = _find(session, user, gateway, device)
+    units = {p["name"]: p.get("unit", "") for p in dev.points}
+    rows = session.exec(
+        select(LatestValue).where(LatestValue.device == dev.id).order_by(col(LatestValue.point))
+    ).all()
+    return [
+        LatestPublic(point=r.point, value=r.value, unit=units.get(r.point, ""), ts=r.ts)
+        for r in rows
+    ]
+
+
+@router.get("/devices/{gateway}/{device}/history")
+def device_history(
+    gateway: str,
+    device: str,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    point: str,
+    start: datetime,
+    end: datetime,
+    step_s: Annotated[int, Query(ge=1, le=86400)] = 60,
+) -> list[HistoryPoint]:
+    dev = _find(session, user, gateway, device)
+    if start.tzinfo is None or end.tzinfo is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "start and end need a timezone (e.g. 2026-11-22T08:00:00+08:00)",
+        )
+    if end <= start or (end - start) / timedelta(seconds=step_s) > 10_000:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "end must follow start, with at most 10,000 steps between",
+        )
+    assert dev.id is not None
+    return history(session, settings, dev, point, start, end, step_s)
+
+
+@router.get("/sites/{site}/deadletters")
+def dead_letters(
+    site: str,
+    user: StaffUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeadLetterPublic]:
+    forbid_unless(can_see_site(user, site) and user.role != Role.FINANCE, f"site {site}")
+    gws = session.exec(select(Gateway.id).where(Gateway.site_id == site)).all()
+    rows = session.exec(
+        select(DeadLetter)
+        .where(col(DeadLetter.gateway_id).in_(gws))
+        .order_by(col(DeadLetter.id).desc())
+        .limit(limit)
+    ).all()
+    return [
+        DeadLetterPublic(
+            id=r.id or 0,
+            received_at=r.received_at,
+            topic=r.topic,
+            gateway_id=r.gateway_id,
+            reason=r.reason,
+            payload=r.payload.decode("utf-8", "replace"),
+        )
+        for r in rows
+    ]

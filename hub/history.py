@@ -1,0 +1,92 @@
+"""History of one point over a time range, downsampled into fixed steps.
+
+From SQL telemetry when no time-series server is configured; otherwise from the server's
+Prometheus-compatible query API (VictoriaMetrics), which does the downsampling itself.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+from sqlmodel import Session, col, select
+
+from hub.api.schemas import HistoryPoint
+from hub.models import Device, Telemetry
+from hub.settings import HubSettings
+from hub.telemetry import MEASUREMENT
+
+MAX_ROWS = 500_000
+
+
+def history(
+    session: Session,
+    settings: HubSettings,
+    dev: Device,
+    point: str,
+    start: datetime,
+    end: datetime,
+    step_s: int,
+) -> list[HistoryPoint]:
+    if settings.influx_url:
+        return _from_server(settings.influx_url, dev, point, start, end, step_s)
+    rows = session.exec(
+        select(Telemetry.ts, Telemetry.value)
+        .where(
+            Telemetry.device == dev.id,
+            Telemetry.point == point,
+            col(Telemetry.ts) >= start,
+            col(Telemetry.ts) < end,
+        )
+        .order_by(col(Telemetry.ts))
+        .limit(MAX_ROWS)
+    ).all()
+    buckets: dict[int, list[float]] = {}
+    t0 = start.timestamp()
+    for ts, value in rows:
+        buckets.setdefault(int((ts.timestamp() - t0) // step_s), []).append(value)
+    return [
+        HistoryPoint(
+            ts=datetime.fromtimestamp(t0 + k * step_s, UTC),
+            value=sum(v) / len(v),
+            min=min(v),
+            max=max(v),
+            count=len(v),
+        )
+        for k, v in sorted(buckets.items())
+    ]
+
+
+def _from_server(
+    url: str, dev: Device, point: str, start: datetime, end: datetime, step_s: int
+) -> list[HistoryPoint]:
+    sel = f'{MEASUREMENT}_{point}{{gateway="{dev.gateway_id}",device="{dev.device_id}"}}'
+    window = f"[{step_s}s]"
+    out: dict[float, dict[str, float]] = {}
+    for name, fn in (("value", "avg"), ("min", "min"), ("max", "max"), ("count", "count")):
+        r = httpx.get(
+            f"{url}/api/v1/query_range",
+            timeout=30,
+            params={
+                # a step's bucket ends at its timestamp; shift so a bucket starts there
+                "query": f"{fn}_over_time({sel}{window} offset -{step_s}s)",
+                "start": start.timestamp(),
+                "end": end.timestamp() - step_s,
+                "step": f"{step_s}s",
+            },
+        )
+        r.raise_for_status()
+        for series in r.json()["data"]["result"]:
+            for ts, v in series["values"]:
+                out.setdefault(float(ts), {})[name] = float(v)
+    return [
+        HistoryPoint(
+            ts=datetime.fromtimestamp(ts, UTC),
+            value=v["value"],
+            min=v["min"],
+            max=v["max"],
+            count=int(v["count"]),
+        )
+        for ts, v in sorted(out.items())
+        if len(v) == 4
+    ]
