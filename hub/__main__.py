@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +25,8 @@ db_app = typer.Typer(no_args_is_help=True, help="database schema")
 app.add_typer(db_app, name="db")
 users_app = typer.Typer(no_args_is_help=True, help="API users")
 app.add_typer(users_app, name="users")
+gateways_app = typer.Typer(no_args_is_help=True, help="gateway credentials")
+app.add_typer(gateways_app, name="gateways")
 log = logging.getLogger("hub")
 
 
@@ -127,6 +130,48 @@ def users_add(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"user {username} ({role.value}) created")
+
+
+@gateways_app.command("provision")
+def gateways_provision(
+    site: str,
+    gateway: str,
+    mosquitto_dir: Annotated[Path, typer.Option(help="where passwd and acl are written")] = Path(
+        "var/mosquitto"
+    ),
+    password_out: Annotated[
+        Path | None, typer.Option(help="write the gateway's password here (mode 600)")
+    ] = None,
+) -> None:
+    """Register a gateway and confine it to its own topics (reload Mosquitto afterwards)."""
+    from hub.provision import provision
+
+    settings = load_settings()
+    if not (settings.mqtt_username and settings.mqtt_password):
+        raise typer.BadParameter("set WUYE_HUB_MQTT_USERNAME and WUYE_HUB_MQTT_PASSWORD first")
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(engine) as s:
+            password = provision(
+                s,
+                site,
+                gateway,
+                mosquitto_dir / "passwd",
+                mosquitto_dir / "acl",
+                settings.mqtt_username,
+                settings.mqtt_password,
+            )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if password_out is not None:
+        password_out.write_text(password + "\n")
+        password_out.chmod(0o600)
+        typer.echo(f"gateway {gateway} of {site} provisioned; password in {password_out}")
+    else:
+        typer.echo(
+            f"gateway {gateway} of {site} provisioned; its password (shown once): {password}"
+        )
 
 
 if __name__ == "__main__":

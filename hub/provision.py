@@ -1,0 +1,102 @@
+"""Gateway credentials, and the Mosquitto password file and ACL that confine each gateway.
+
+A gateway logs in with its id as user name; the ACL lets it write only under its own
+``wuye/v1/{site}/{gateway}/`` and read only its own ``cmd`` topic, so it can neither
+publish as another gateway nor read another's commands. The hub's own user reads
+everything and writes commands. Files are rewritten whole (atomically) from the database.
+Reload Mosquitto afterwards (SIGHUP) for the change to take effect.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from sqlmodel import Session, col, select
+
+from hub.models import Gateway, Site
+from protocols.mqtt import ROOT, Kind, check_id
+
+ITERATIONS = 101  # mosquitto_passwd's default for its $7$ (PBKDF2-SHA512) format
+
+
+def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
+    """A password-file hash in Mosquitto 2's ``$7$`` format."""
+    salt = salt or secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, ITERATIONS)
+    return f"$7${ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def acl_for(site: str, gateway: str) -> list[str]:
+    base = f"{ROOT}/{site}/{gateway}"
+    writes = [Kind.BIRTH, Kind.DEATH, Kind.ACK, Kind.STATUS]
+    return [
+        f"user {gateway}",
+        *(f"topic write {base}/{k}" for k in writes),
+        f"topic write {base}/{Kind.DATA}/+",
+        f"topic write {base}/{Kind.EVENT}",
+        f"topic write {base}/{Kind.EVENT}/+",
+        f"topic read {base}/{Kind.CMD}",
+    ]
+
+
+def _read_passwd(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        user, sep, digest = line.partition(":")
+        if sep:
+            out[user] = digest
+    return out
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+
+
+def provision(
+    session: Session,
+    site: str,
+    gateway: str,
+    passwd: Path,
+    acl: Path,
+    hub_user: str,
+    hub_password: str,
+) -> str:
+    """Register the gateway, give it a new password (returned once), rewrite both files."""
+    check_id(site, "site")
+    check_id(gateway, "gateway")
+    if session.get(Site, site) is None:
+        session.add(Site(id=site, name=site))
+        session.flush()
+    gw = session.get(Gateway, gateway)
+    if gw is None:
+        session.add(Gateway(id=gateway, site_id=site, max_seq=0))
+    elif gw.site_id != site:
+        raise ValueError(f"gateway {gateway} already belongs to site {gw.site_id}")
+    session.flush()
+    password = secrets.token_urlsafe(24)
+    users = _read_passwd(passwd)
+    users[gateway] = mosquitto_hash(password)
+    users[hub_user] = mosquitto_hash(hub_password)
+    _write_atomically(passwd, "".join(f"{u}:{h}\n" for u, h in sorted(users.items())))
+    lines = [
+        "# written by `python -m hub gateways provision`; edits are overwritten",
+        f"user {hub_user}",
+        f"topic read {ROOT}/#",
+        f"topic write {ROOT}/+/+/{Kind.CMD}",
+        "",
+    ]
+    for g in session.exec(select(Gateway).order_by(col(Gateway.id))).all():
+        if g.id in users:
+            lines += [*acl_for(g.site_id, g.id), ""]
+    _write_atomically(acl, "\n".join(lines))
+    return password
