@@ -75,6 +75,8 @@ class Consumer:
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()
         c.on_message = self._on_message
+        # connected means subscribed: only then can nothing published slip past us
+        c.on_subscribe = lambda *a: self.connected.set()
         c.reconnect_delay_set(1, 10)
         return c
 

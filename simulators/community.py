@@ -1,15 +1,19 @@
 """``python -m simulators demo``: a whole simulated community, end to end, on this machine.
 
 Starts a private Mosquitto, the devices of ``simulators/demo.yaml`` (an RS-485 line on a
-pseudo-terminal and a Modbus TCP pump room), and the edge agent with a site config made
-for them; then prints what the agent publishes until Ctrl-C (or ``--duration``). Files go
-to ``var/demo/``: the configs, the outbox, and each process's log.
+pseudo-terminal and a Modbus TCP pump room), the hub (API with ingest, on SQLite), and the
+edge agent with a site config made for them; then prints what the agent publishes until
+Ctrl-C (or ``--duration``). Files go to ``var/demo/``: the configs, the outbox, the hub's
+database, the demo login (generated at first run), and each process's log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -148,10 +152,17 @@ def _fmt(topic: str, payload: bytes) -> str:
 
 
 @contextlib.contextmanager
-def _process(args: list[str], log: Path) -> Iterator[subprocess.Popen[str]]:
+def _process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True
+            [sys.executable, *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
         )
         try:
             yield proc
@@ -164,9 +175,39 @@ def _process(args: list[str], log: Path) -> Iterator[subprocess.Popen[str]]:
                     proc.kill()
 
 
+def demo_login(workdir: Path, database_url: str) -> tuple[str, str]:
+    """The demo's HQ admin: made at first run with a generated password kept in var/demo."""
+    from sqlmodel import col, delete, select
+
+    from hub.auth import Role, create_user
+    from hub.db import make_engine, session_scope, upgrade
+    from hub.models import User
+
+    upgrade(database_url)
+    path = workdir / "demo-login"
+    engine = make_engine(database_url)
+    with session_scope(engine) as s:
+        admin = s.exec(select(User).where(col(User.username) == "admin")).first()
+        if admin is None or not path.exists():
+            s.execute(delete(User).where(col(User.username) == "admin"))
+            password = secrets.token_urlsafe(12)
+            create_user(s, "admin", password, Role.HQ_ADMIN)
+            path.write_text(password)
+            path.chmod(0o600)
+    engine.dispose()
+    return "admin", path.read_text().strip()
+
+
 def run_demo(duration: float | None = None, workdir: Path = ROOT / "var" / "demo") -> int:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "outbox.db").unlink(missing_ok=True)
+    lock = (workdir / "demo.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another demo is running in {workdir}; stop it first", file=sys.stderr)
+        return 1
+    for f in workdir.glob("outbox.db*"):  # a fresh outbox: the WAL files go with it
+        f.unlink()
     broker = Mosquitto(workdir).start()
     stop = threading.Event()
     printed = 0
@@ -178,9 +219,27 @@ def run_demo(duration: float | None = None, workdir: Path = ROOT / "var" / "demo
             ready = json.loads(_ready(sim, "the simulator"))
             metrics = free_port()
             site = site_config(workdir, broker, ready, metrics)
-            with _process(
-                ["-m", "edge", "run", "--config", str(site), "--plain-logs"], workdir / "agent.log"
-            ) as agent:
+            database = f"sqlite:///{workdir / 'hub.db'}"
+            user, password = demo_login(workdir, database)
+            hub_env = {
+                **os.environ,
+                "WUYE_HUB_DATABASE_URL": database,
+                "WUYE_HUB_MQTT_URL": broker.url,
+                "WUYE_HUB_SECRET_FILE": str(workdir / "hub-secret"),
+                "WUYE_HUB_API_PORT": str(free_port()),
+            }
+            with contextlib.ExitStack() as stack:
+                hub = stack.enter_context(
+                    _process(["-m", "hub", "serve"], workdir / "hub.log", hub_env)
+                )
+                # the hub subscribes first, so it sees the agent's stream from seq 1
+                api = _ready(hub, "the hub")
+                agent = stack.enter_context(
+                    _process(
+                        ["-m", "edge", "run", "--config", str(site), "--plain-logs"],
+                        workdir / "agent.log",
+                    )
+                )
                 _ready(agent, "the edge agent")
                 n_devices = sum(len(e["devices"]) for e in ready["endpoints"])
                 line = next(e["path"] for e in ready["endpoints"] if e["transport"] == "rtu")
@@ -191,7 +250,11 @@ wuye demo: a simulated community on this machine
   broker      {broker.url}   (watch: mosquitto_sub -p {broker.port} -t 'wuye/#' -v)
   simulator   {n_devices} devices; RS-485 line on {line}
   edge agent  config {site}, metrics http://127.0.0.1:{metrics}/metrics
-  logs        {workdir}/agent.log, {workdir}/simulator.log
+  hub API     {api}/docs   login: {user} / {password}
+              e.g. curl -s {api}/api/v1/sites/sunny-garden/devices -H "Authorization: Bearer $(
+                curl -s {api}/api/v1/auth/token -d username={user} -d password={password} \\
+                | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+  logs        {workdir}/agent.log, {workdir}/hub.log, {workdir}/simulator.log
   try         {fault} em-103 silent
               (and later '... fault em-103 clear'); Ctrl-C ends the demo.
 """,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,8 @@ def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
         if settings.embedded_ingest:
             app.state.consumer = make_consumer(settings, engine)
             app.state.consumer.start()
+            # serve (and say READY) once subscribed, or after 10 s with the broker away
+            await asyncio.to_thread(app.state.consumer.connected.wait, 10)
         try:
             yield
         finally:

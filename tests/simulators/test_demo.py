@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_demo_runs_a_community_end_to_end(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "simulators", "demo", "--duration", "8"],
+        [sys.executable, "-m", "simulators", "demo", "--duration", "10"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -26,3 +26,4 @@ def test_demo_runs_a_community_end_to_end(tmp_path):
         line.split()[1:2] == ["ps-1"] and "outlet_pressure=" in line for line in out.splitlines()
     )
     assert "EVENT device_offline" not in out
+    assert "hub API     http://127.0.0.1:" in out and "login: admin / " in out
