@@ -18,20 +18,25 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import col
 
 from hub.apply import Applier, Raw, TelemetrySink
+from hub.db import session_scope
+from hub.models import Seen, utcnow
 from hub.settings import HubSettings
 
 log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600
+HOUSEKEEPING_S = 3600
 
 
 @dataclass(slots=True)
@@ -134,6 +139,7 @@ class Consumer:
     def _run(self) -> None:
         linger = self.settings.ingest_linger_ms / 1000
         last_spill = time.monotonic()
+        last_housekeeping = 0.0  # at start, then hourly
         while not self._stop.is_set():
             with self._cond:
                 if len(self._queue) < self.settings.ingest_batch:
@@ -147,11 +153,31 @@ class Consumer:
                 if deliver is not None:
                     deliver()
                 last_spill = time.monotonic()
+            if time.monotonic() - last_housekeeping > HOUSEKEEPING_S:
+                self._housekeeping()
+                last_housekeeping = time.monotonic()
         with self._cond:
             rest = list(self._queue)
             self._queue.clear()
         if rest:
             self._flush(rest)
+
+    def _housekeeping(self) -> None:
+        """Prune what has aged out: SQL telemetry past retention, and old ``seen`` rows.
+
+        A (gateway, stream, seq) older than ``seen_retention_days`` cannot be redelivered
+        any more: brokers and edges let go of messages long before that.
+        """
+        try:
+            prune = getattr(self.sink, "prune", None)
+            removed = prune(self.applier.engine) if prune is not None else 0
+            cutoff = utcnow() - timedelta(days=self.settings.seen_retention_days)
+            with session_scope(self.applier.engine) as s:
+                seen = s.execute(delete(Seen).where(col(Seen.at) < cutoff)).rowcount  # type: ignore[attr-defined]
+            if removed or seen:
+                log.info("housekeeping: %d telemetry rows and %d seen ids pruned", removed, seen)
+        except SQLAlchemyError:
+            log.exception("housekeeping failed; will try again")
 
     def _flush(self, batch: list[tuple[int, int, Raw]]) -> None:
         while True:

@@ -37,6 +37,7 @@ class HubSettings(BaseSettings):
     influx_bucket: str = "wuye"
     spill_dir: Path = Path("var/spill")
     telemetry_retention_days: int = Field(30, ge=1)  # SQL telemetry only
+    seen_retention_days: int = Field(14, ge=1)  # how long a (gateway, seq) is remembered
     jwt_secret: str | None = None
     jwt_ttl_s: int = 8 * 3600
     secret_file: Path = Path("var/hub-secret")

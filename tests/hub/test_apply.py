@@ -157,3 +157,30 @@ def test_outbox_drops_are_recorded_as_deliberate_gaps(applier, engine):
     with Session(engine) as s:
         reasons = {(g.first_seq, g.last_seq, g.reason) for g in s.exec(select(Gap))}
         assert (20, 39, "dropped_by_edge") in reasons
+
+
+def test_housekeeping_prunes_aged_telemetry_and_seen_ids(engine, db_url, tmp_path):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from hub.ingest import Consumer
+    from hub.models import Seen, utcnow
+    from hub.settings import load_settings
+
+    settings = load_settings(
+        database_url=db_url,
+        telemetry_retention_days=1,
+        seen_retention_days=1,
+        secret_file=tmp_path / "s",
+    )
+    consumer = Consumer(settings, engine, SqlTelemetry(1))
+    now_ms = int(utcnow().timestamp() * 1000)
+    consumer.applier.apply([birth(), data(1, ts=now_ms - 3 * 86400_000), data(2, ts=now_ms)])
+    with Session(engine) as s:
+        s.execute(update(Seen).where(Seen.seq == 1).values(at=utcnow() - timedelta(days=2)))
+        s.commit()
+    consumer._housekeeping()
+    with Session(engine) as s:
+        assert {t.ts.timestamp() * 1000 // 1 for t in s.exec(select(Telemetry))} == {now_ms}
+        assert [x.seq for x in s.exec(select(Seen))] == [2]
