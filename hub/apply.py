@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
@@ -28,7 +28,7 @@ from hub.models import (
     Device,
     Gap,
     Gateway,
-    LatestValue,
+    Latest,
     Reading,
     Seen,
     Site,
@@ -82,6 +82,36 @@ def _insert(session: Session, table: Any) -> Any:
     return (postgresql if name == "postgresql" else sqlite).insert(table)
 
 
+class _Statements:
+    """The hot statements, built once per dialect and run with parameter lists.
+
+    Building a multi-row VALUES statement per batch costs SQLAlchemy a fresh compile of
+    tens of thousands of bind parameters; a cached statement with executemany does not.
+    """
+
+    def __init__(self, dialect: str) -> None:
+        ins = (postgresql if dialect == "postgresql" else sqlite).insert
+        seen = Seen.__table__  # type: ignore[attr-defined]
+        self.seen = (
+            ins(seen)
+            .on_conflict_do_nothing()
+            .returning(seen.c.gateway_id, seen.c.stream, seen.c.seq)
+        )
+        latest = Latest.__table__  # type: ignore[attr-defined]
+        self.latest_new = ins(latest).on_conflict_do_nothing()
+        self.latest_lock = (
+            select(latest.c.device, latest.c.points)
+            .where(latest.c.device.in_(bindparam("devices", expanding=True)))
+            .with_for_update()
+        )
+        self.latest_set = (
+            update(latest)
+            .where(latest.c.device == bindparam("pk"))
+            .values(points=bindparam("pts", type_=latest.c.points.type))
+        )
+        self.reading = ins(Reading.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
+
+
 class BurstLog:
     """Log the first bad message of a burst at warning level, then a count per minute."""
 
@@ -107,6 +137,9 @@ class Applier:
         self.max_payload = max_payload
         self.burst = BurstLog()
         self._devices: dict[tuple[str, str], int] = {}
+        self._counters: dict[int, frozenset[str]] = {}  # device -> its counter points
+        self._has_latest: set[int] = set()  # devices known to have a row in ``latest``
+        self._sql = _Statements(engine.dialect.name)
 
     def apply(self, batch: Sequence[Raw]) -> Outcome:
         """Apply ``batch`` and commit; raises only when the database itself fails."""
@@ -218,6 +251,8 @@ class Applier:
             assert dev is not None
             dev.profile = d.profile
             dev.points = [p.model_dump(exclude={"v"}) for p in d.points]
+            assert dev.id is not None
+            self._counters[dev.id] = frozenset(p.name for p in d.points if p.kind == "counter")
         return None
 
     def _death(self, s: Session, topic: Topic, d: Death) -> None:
@@ -261,20 +296,14 @@ class Applier:
             return []
         streams = {t.gateway: self._stream(s, t.gateway) for t, _, _ in items}
         rows = {(t.gateway, streams[t.gateway], m.seq): (t, m) for t, m, _ in items}
-        stmt = (
-            _insert(s, Seen)
-            .values(
-                [{"gateway_id": g, "stream": st, "seq": q, "at": utcnow()} for g, st, q in rows]
-            )
-            .on_conflict_do_nothing()
-            .returning(Seen.gateway_id, col(Seen.stream), col(Seen.seq))
-        )
-        new = {tuple(r) for r in s.execute(stmt)}
+        now = utcnow()
+        params = [{"gateway_id": g, "stream": st, "seq": q, "at": now} for g, st, q in rows]
+        new = {tuple(r) for r in s.connection().execute(self._sql.seen, params)}
         return [tm for key, tm in rows.items() if key in new]
 
     def _apply_sequenced(self, s: Session, fresh: list[tuple[Topic, Any]]) -> int:
         samples: list[Sample] = []
-        latest: dict[tuple[int, str], dict[str, Any]] = {}
+        latest: dict[int, dict[str, list[float]]] = {}
         readings: list[dict[str, Any]] = []
         counters = self._counter_points(s, fresh)
         for t, m in fresh:
@@ -284,15 +313,10 @@ class Applier:
                 for point, value in m.values.items():
                     v = float(value)
                     samples.append(Sample(t.site, t.gateway, m.dev, pk, point, m.ts, v))
-                    cur = latest.get((pk, point))
-                    if cur is None or cur["ts"] < ts:
-                        latest[(pk, point)] = {
-                            "device": pk,
-                            "point": point,
-                            "value": v,
-                            "ts": ts,
-                            "seq": m.seq,
-                        }
+                    points = latest.setdefault(pk, {})
+                    cur = points.get(point)
+                    if cur is None or cur[1] < m.ts:
+                        points[point] = [v, m.ts, m.seq]
                     if (pk, point) in counters:
                         readings.append(
                             {"device": pk, "point": point, "ts": ts, "value": Decimal(repr(value))}
@@ -303,22 +327,11 @@ class Applier:
                 self._ack(s, t, m)
         if samples:
             self.sink.write(s, samples)
+        conn = s.connection()
         if latest:
-            ins = _insert(s, LatestValue).values(list(latest.values()))
-            # a historical (older) value never overwrites a newer latest value
-            s.execute(
-                ins.on_conflict_do_update(
-                    index_elements=["device", "point"],
-                    set_={
-                        "value": ins.excluded.value,
-                        "ts": ins.excluded.ts,
-                        "seq": ins.excluded.seq,
-                    },
-                    where=col(LatestValue.ts) < ins.excluded.ts,
-                )
-            )
+            self._merge_latest(s, latest)
         if readings:
-            s.execute(_insert(s, Reading).values(readings).on_conflict_do_nothing())
+            conn.execute(self._sql.reading, readings)
         return len(samples)
 
     def _counter_points(
@@ -329,10 +342,43 @@ class Applier:
         for pk in {
             self._device(s, t.site, t.gateway, m.dev) for t, m in fresh if isinstance(m, Data)
         }:
-            dev = s.get(Device, pk)
-            if dev is not None:
-                out |= {(pk, p["name"]) for p in dev.points if p.get("kind") == "counter"}
+            names = self._counters.get(pk)
+            if names is None:
+                dev = s.get(Device, pk)
+                names = frozenset(
+                    p["name"] for p in (dev.points if dev else []) if p.get("kind") == "counter"
+                )
+                self._counters[pk] = names
+            out |= {(pk, n) for n in names}
         return out
+
+    def _merge_latest(self, s: Session, latest: dict[int, dict[str, list[float]]]) -> None:
+        """Merge this batch's newest values into ``latest``, point by point, newest wins.
+
+        The rows are locked first, so two ingest processes merging the same device take
+        turns instead of one overwriting the other's newer point.
+        """
+        conn = s.connection()
+        missing = [pk for pk in latest if pk not in self._has_latest]
+        if missing:
+            conn.execute(self._sql.latest_new, [{"device": pk, "points": {}} for pk in missing])
+        current: dict[int, Any] = dict(
+            conn.execute(self._sql.latest_lock, {"devices": list(latest)}).tuples().all()
+        )
+        updates = []
+        for pk, points in latest.items():
+            merged = dict(current.get(pk) or {})
+            changed = False
+            for point, entry in points.items():
+                old = merged.get(point)
+                if old is None or old[1] < entry[1]:  # a historical value never wins
+                    merged[point] = entry
+                    changed = True
+            if changed:
+                updates.append({"pk": pk, "pts": merged})
+        if updates:
+            conn.execute(self._sql.latest_set, updates)
+        self._has_latest.update(latest)
 
     def _event(self, s: Session, t: Topic, e: Event) -> None:
         if e.event in (EventKind.DEVICE_ONLINE, EventKind.DEVICE_OFFLINE) and e.dev:

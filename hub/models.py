@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, LargeBinary, Numeric
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -76,12 +77,17 @@ class Device(SQLModel, table=True):
     last_seen: datetime | None = ts_field(nullable=True)
 
 
-class LatestValue(SQLModel, table=True):
+class Latest(SQLModel, table=True):
+    """The newest value of every point of a device: ``{point: [value, ts_ms, seq]}``.
+
+    One row per device (not per point) so that ingest writes one row per device and batch;
+    each point keeps its own time, and an older value never replaces a newer one.
+    """
+
     device: int = Field(foreign_key="device.id", primary_key=True)
-    point: str = Field(primary_key=True, max_length=64)
-    value: float
-    ts: datetime = ts_field(nullable=False)
-    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    points: dict[str, list[float]] = Field(
+        default_factory=dict, sa_column=Column(JSON().with_variant(JSONB(), "postgresql"))
+    )
 
 
 class Reading(SQLModel, table=True):

@@ -66,8 +66,8 @@ class SqlTelemetry:
                 for x in samples:
                     copy.write_row((x.device_pk, x.point, ms_to_dt(x.ts_ms), x.value))
         else:
-            session.execute(
-                insert(Telemetry),
+            conn.execute(
+                insert(Telemetry.__table__),  # type: ignore[attr-defined]
                 [
                     {
                         "device": x.device_pk,

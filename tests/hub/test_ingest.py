@@ -17,7 +17,7 @@ from sqlmodel import Session, func, select
 from edge.agent import Agent
 from edge.config import load_site
 from hub.db import make_engine
-from hub.models import Device, Gateway, LatestValue, Telemetry
+from hub.models import Device, Gateway, Latest, Telemetry
 from hub.runtime import make_consumer
 from hub.settings import load_settings
 from simulators.simulator import ModbusSimulator
@@ -107,11 +107,9 @@ async def test_every_value_is_stored_once_with_device_time_and_value(broker, tmp
             for p, v in m["values"].items():
                 last[(m["dev"], p)] = float(v)
         rows = s.exec(
-            select(Device.device_id, LatestValue.point, LatestValue.value).join(
-                Device, Device.id == LatestValue.device
-            )
+            select(Device.device_id, Latest.points).join(Device, Device.id == Latest.device)
         ).all()
-        assert {(d, p): v for d, p, v in rows} == last
+        assert {(d, p): v[0] for d, points in rows for p, v in points.items()} == last
     sub.close()
     engine.dispose()
 

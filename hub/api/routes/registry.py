@@ -17,9 +17,10 @@ from hub.api.schemas import (
     LatestPublic,
     SitePublic,
 )
+from hub.apply import ms_to_dt
 from hub.auth import Role, can_see_device, can_see_site
 from hub.history import history
-from hub.models import DeadLetter, Device, Gateway, LatestValue, Site, utcnow
+from hub.models import DeadLetter, Device, Gateway, Latest, Site, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 
@@ -108,12 +109,11 @@ def _find(session: SessionDep, user: CurrentUser, gateway: str, device: str) -> 
 def latest(gateway: str, device: str, user: CurrentUser, session: SessionDep) -> list[LatestPublic]:
     dev = _find(session, user, gateway, device)
     units = {p["name"]: p.get("unit", "") for p in dev.points}
-    rows = session.exec(
-        select(LatestValue).where(LatestValue.device == dev.id).order_by(col(LatestValue.point))
-    ).all()
+    row = session.get(Latest, dev.id)
+    points = row.points if row is not None else {}
     return [
-        LatestPublic(point=r.point, value=r.value, unit=units.get(r.point, ""), ts=r.ts)
-        for r in rows
+        LatestPublic(point=name, value=v[0], unit=units.get(name, ""), ts=ms_to_dt(int(v[1])))
+        for name, v in sorted(points.items())
     ]
 
 
