@@ -48,15 +48,14 @@ class Raw:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One value bound for the telemetry store."""
+    """One poll of one device bound for the telemetry store: all its values at one time."""
 
     site: str
     gateway: str
     device: str
     device_pk: int
-    point: str
     ts_ms: int
-    value: float
+    values: dict[str, float]
 
 
 class TelemetrySink(Protocol):
@@ -306,20 +305,27 @@ class Applier:
         latest: dict[int, dict[str, list[float]]] = {}
         readings: list[dict[str, Any]] = []
         counters = self._counter_points(s, fresh)
+        n_values = 0
         for t, m in fresh:
             if isinstance(m, Data):
                 pk = self._device(s, t.site, t.gateway, m.dev)
-                ts = ms_to_dt(m.ts)
-                for point, value in m.values.items():
-                    v = float(value)
-                    samples.append(Sample(t.site, t.gateway, m.dev, pk, point, m.ts, v))
-                    points = latest.setdefault(pk, {})
+                values = {point: float(value) for point, value in m.values.items()}
+                samples.append(Sample(t.site, t.gateway, m.dev, pk, m.ts, values))
+                n_values += len(values)
+                points = latest.setdefault(pk, {})
+                for point, v in values.items():
                     cur = points.get(point)
                     if cur is None or cur[1] < m.ts:
                         points[point] = [v, m.ts, m.seq]
-                    if (pk, point) in counters:
+                for point in counters.get(pk, ()):
+                    if point in m.values:  # exact decimal of what the meter said
                         readings.append(
-                            {"device": pk, "point": point, "ts": ts, "value": Decimal(repr(value))}
+                            {
+                                "device": pk,
+                                "point": point,
+                                "ts": ms_to_dt(m.ts),
+                                "value": Decimal(repr(m.values[point])),
+                            }
                         )
             elif isinstance(m, Event):
                 self._event(s, t, m)
@@ -332,13 +338,13 @@ class Applier:
             self._merge_latest(s, latest)
         if readings:
             conn.execute(self._sql.reading, readings)
-        return len(samples)
+        return n_values
 
     def _counter_points(
         self, s: Session, fresh: Iterable[tuple[Topic, Any]]
-    ) -> set[tuple[int, str]]:
-        """(device, point) pairs that the birth declared billing-grade counters."""
-        out: set[tuple[int, str]] = set()
+    ) -> dict[int, frozenset[str]]:
+        """Device -> the points its birth declared billing-grade counters."""
+        out: dict[int, frozenset[str]] = {}
         for pk in {
             self._device(s, t.site, t.gateway, m.dev) for t, m in fresh if isinstance(m, Data)
         }:
@@ -349,7 +355,8 @@ class Applier:
                     p["name"] for p in (dev.points if dev else []) if p.get("kind") == "counter"
                 )
                 self._counters[pk] = names
-            out |= {(pk, n) for n in names}
+            if names:
+                out[pk] = names
         return out
 
     def _merge_latest(self, s: Session, latest: dict[int, dict[str, list[float]]]) -> None:
@@ -362,9 +369,8 @@ class Applier:
         missing = [pk for pk in latest if pk not in self._has_latest]
         if missing:
             conn.execute(self._sql.latest_new, [{"device": pk, "points": {}} for pk in missing])
-        current: dict[int, Any] = dict(
-            conn.execute(self._sql.latest_lock, {"devices": list(latest)}).tuples().all()
-        )
+        locked = conn.execute(self._sql.latest_lock, {"devices": list(latest)})
+        current: dict[int, Any] = {pk: points for pk, points in locked}
         updates = []
         for pk, points in latest.items():
             merged = dict(current.get(pk) or {})

@@ -23,7 +23,7 @@ from pathlib import Path
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
-from sqlalchemy import Engine, delete, insert
+from sqlalchemy import Engine, delete
 from sqlmodel import Session
 
 from hub.apply import Sample, ms_to_dt
@@ -40,13 +40,17 @@ def line_protocol(samples: Sequence[Sample]) -> list[str]:
     Site, gateway and device are tags (indexed, low cardinality); ids in wuye match
     ``[a-z0-9_-]`` so they need no escaping. Never a unique id as a tag.
     """
-    rows: dict[tuple[str, str, str, int], list[str]] = {}
-    for x in samples:
-        rows.setdefault((x.site, x.gateway, x.device, x.ts_ms), []).append(f"{x.point}={x.value!r}")
     return [
-        f"{MEASUREMENT},site={site},gateway={gw},device={dev} {','.join(fields)} {ts}"
-        for (site, gw, dev, ts), fields in rows.items()
+        f"{MEASUREMENT},site={x.site},gateway={x.gateway},device={x.device} "
+        f"{','.join(f'{p}={v!r}' for p, v in x.values.items())} {x.ts_ms}"
+        for x in samples
+        if x.values
     ]
+
+
+def _sqlite_time(ms: int) -> str:
+    """The text SQLAlchemy's SQLite dialect stores for a UTC datetime (what UtcDateTime reads)."""
+    return ms_to_dt(ms).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 class SqlTelemetry:
@@ -54,29 +58,31 @@ class SqlTelemetry:
         self.retention = timedelta(days=retention_days)
 
     def write(self, session: Session, samples: Sequence[Sample]) -> None:
-        conn = session.connection()
-        if conn.dialect.name == "postgresql":
-            # COPY is several times faster than INSERT, and runs in the same transaction
-            raw = conn.connection.driver_connection
-            assert raw is not None
+        """Rows straight through the driver, in the session's transaction.
+
+        The values are plain numbers and point names match ``[a-z0-9_]``, so COPY's text
+        format needs no escaping; a timestamp is formatted once per message, not per value.
+        """
+        raw = session.connection().connection.driver_connection
+        assert raw is not None
+        if session.get_bind().dialect.name == "postgresql":
+            lines = []
+            for x in samples:
+                head = f"{x.device_pk}\t"
+                tail = f"\t{ms_to_dt(x.ts_ms).isoformat()}\t"
+                lines += [f"{head}{p}{tail}{v!r}\n" for p, v in x.values.items()]
             with (
                 raw.cursor() as cur,
                 cur.copy("COPY telemetry (device, point, ts, value) FROM STDIN") as copy,
             ):
-                for x in samples:
-                    copy.write_row((x.device_pk, x.point, ms_to_dt(x.ts_ms), x.value))
+                copy.write("".join(lines))
         else:
-            conn.execute(
-                insert(Telemetry.__table__),  # type: ignore[attr-defined]
-                [
-                    {
-                        "device": x.device_pk,
-                        "point": x.point,
-                        "ts": ms_to_dt(x.ts_ms),
-                        "value": x.value,
-                    }
-                    for x in samples
-                ],
+            rows = []
+            for x in samples:
+                ts = _sqlite_time(x.ts_ms)
+                rows += [(x.device_pk, p, ts, v) for p, v in x.values.items()]
+            raw.executemany(
+                "INSERT INTO telemetry (device, point, ts, value) VALUES (?,?,?,?)", rows
             )
 
     def prune(self, engine: Engine) -> int:

@@ -72,8 +72,7 @@ def test_line_protocol_groups_a_message_into_one_line():
 
     lines = line_protocol(
         [
-            Sample("s1", "gw-1", "em-1", 1, "voltage", 5, 220.5),
-            Sample("s1", "gw-1", "em-1", 1, "kwh", 5, 12.0),
+            Sample("s1", "gw-1", "em-1", 1, 5, {"voltage": 220.5, "kwh": 12.0}),
         ]
     )
     assert lines == ["wuye,site=s1,gateway=gw-1,device=em-1 voltage=220.5,kwh=12.0 5"]
