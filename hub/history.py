@@ -30,21 +30,22 @@ def history(
 ) -> list[HistoryPoint]:
     if settings.influx_url:
         return _from_server(settings.influx_url, dev, point, start, end, step_s)
+    value = col(Telemetry.values)[point].as_float()
     rows = session.exec(
-        select(Telemetry.ts, Telemetry.value)
+        select(col(Telemetry.ts), value)
         .where(
             Telemetry.device == dev.id,
-            Telemetry.point == point,
             col(Telemetry.ts) >= start,
             col(Telemetry.ts) < end,
+            value.is_not(None),
         )
         .order_by(col(Telemetry.ts))
         .limit(MAX_ROWS)
     ).all()
     buckets: dict[int, list[float]] = {}
     t0 = start.timestamp()
-    for ts, value in rows:
-        buckets.setdefault(int((ts.timestamp() - t0) // step_s), []).append(value)
+    for ts, v in rows:
+        buckets.setdefault(int((ts.timestamp() - t0) // step_s), []).append(float(v))
     return [
         HistoryPoint(
             ts=datetime.fromtimestamp(t0 + k * step_s, UTC),

@@ -102,18 +102,24 @@ class Reading(SQLModel, table=True):
 
 
 class Telemetry(SQLModel, table=True):
-    """Values kept in SQL when no time-series server is configured (with a retention)."""
+    """Telemetry kept in SQL when no time-series server is configured (with a retention).
 
-    __table_args__ = (Index("ix_telemetry_dev_point_ts", "device", "point", "ts"),)
+    One row per message (a device's poll): ``values`` maps point -> value. Fifty times fewer
+    rows than one per value, which is what lets PostgreSQL keep up with ingest; history
+    extracts one point with a JSON accessor.
+    """
+
+    __table_args__ = (Index("ix_telemetry_device_ts", "device", "ts"),)
     # BIGINT on PostgreSQL; INTEGER on SQLite, where only that is an alias of the rowid
     id: int | None = Field(
         default=None,
         sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     )
     device: int
-    point: str = Field(max_length=64)
     ts: datetime = ts_field(nullable=False)
-    value: float
+    values: dict[str, float] = Field(
+        default_factory=dict, sa_column=Column(JSON().with_variant(JSONB(), "postgresql"))
+    )
 
 
 class Seen(SQLModel, table=True):

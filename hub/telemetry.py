@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
+from psycopg.types.json import Jsonb
 from sqlalchemy import Engine, delete
 from sqlmodel import Session
 
@@ -58,31 +60,23 @@ class SqlTelemetry:
         self.retention = timedelta(days=retention_days)
 
     def write(self, session: Session, samples: Sequence[Sample]) -> None:
-        """Rows straight through the driver, in the session's transaction.
-
-        The values are plain numbers and point names match ``[a-z0-9_]``, so COPY's text
-        format needs no escaping; a timestamp is formatted once per message, not per value.
-        """
+        """One row per message straight through the driver, in the session's transaction."""
         raw = session.connection().connection.driver_connection
         assert raw is not None
         if session.get_bind().dialect.name == "postgresql":
-            lines = []
-            for x in samples:
-                head = f"{x.device_pk}\t"
-                tail = f"\t{ms_to_dt(x.ts_ms).isoformat()}\t"
-                lines += [f"{head}{p}{tail}{v!r}\n" for p, v in x.values.items()]
             with (
                 raw.cursor() as cur,
-                cur.copy("COPY telemetry (device, point, ts, value) FROM STDIN") as copy,
+                cur.copy('COPY telemetry (device, ts, "values") FROM STDIN') as copy,
             ):
-                copy.write("".join(lines))
+                for x in samples:
+                    copy.write_row((x.device_pk, ms_to_dt(x.ts_ms), Jsonb(x.values)))
         else:
-            rows = []
-            for x in samples:
-                ts = _sqlite_time(x.ts_ms)
-                rows += [(x.device_pk, p, ts, v) for p, v in x.values.items()]
             raw.executemany(
-                "INSERT INTO telemetry (device, point, ts, value) VALUES (?,?,?,?)", rows
+                'INSERT INTO telemetry (device, ts, "values") VALUES (?,?,?)',
+                [
+                    (x.device_pk, _sqlite_time(x.ts_ms), orjson.dumps(x.values).decode())
+                    for x in samples
+                ],
             )
 
     def prune(self, engine: Engine) -> int:

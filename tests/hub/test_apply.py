@@ -6,7 +6,7 @@ import orjson
 import pytest
 from sqlmodel import Session, select
 
-from hub.apply import Applier, Raw
+from hub.apply import Applier, Raw, ms_to_dt
 from hub.models import DeadLetter, Device, Gap, Gateway, Latest, Reading, Telemetry
 from hub.telemetry import SqlTelemetry
 
@@ -62,7 +62,8 @@ def test_each_message_takes_effect_once(applier, engine):
     out = applier.apply([data(2), data(1), data(3), data(3)])  # redelivery, and twice in a batch
     assert (out.applied, out.duplicates) == (1, 3)
     with Session(engine) as s:
-        assert len(s.exec(select(Telemetry)).all()) == 6  # 3 messages x 2 points
+        rows = s.exec(select(Telemetry)).all()
+        assert len(rows) == 3 and all(set(r.values) == {"voltage", "kwh"} for r in rows)
         readings = s.exec(select(Reading).order_by(Reading.ts)).all()
         assert [str(r.value) for r in readings] == ["100.010000", "100.020000", "100.030000"]
         gw = s.get(Gateway, "gw-1")
@@ -184,3 +185,30 @@ def test_housekeeping_prunes_aged_telemetry_and_seen_ids(engine, db_url, tmp_pat
     with Session(engine) as s:
         assert {t.ts.timestamp() * 1000 // 1 for t in s.exec(select(Telemetry))} == {now_ms}
         assert [x.seq for x in s.exec(select(Seen))] == [2]
+
+
+def test_history_extracts_one_point_per_step_on_both_databases(applier, engine, tmp_path):
+    from datetime import timedelta
+
+    from hub.history import history
+    from hub.settings import load_settings
+
+    applier.apply([birth(), *[data(i, voltage=200.0 + i, kwh=float(i)) for i in range(1, 21)]])
+    with Session(engine) as s:
+        dev = s.exec(select(Device)).one()
+        start = ms_to_dt(T0)
+        got = history(
+            s,
+            load_settings(secret_file=tmp_path / "s"),
+            dev,
+            "voltage",
+            start,
+            start + timedelta(seconds=30),
+            10,
+        )
+    # seq i is at T0 + i s: steps [0,10) holds 1..9, [10,20) holds 10..19, [20,30) holds 20
+    assert [(p.count, p.min, p.max) for p in got] == [
+        (9, 201.0, 209.0),
+        (10, 210.0, 219.0),
+        (1, 220.0, 220.0),
+    ]

@@ -46,11 +46,11 @@ def truth(sub: Subscriber) -> Counter:
 def stored(engine) -> Counter:
     with Session(engine) as s:
         rows = s.exec(
-            select(Device.device_id, Telemetry.ts, Telemetry.point).join(
+            select(Device.device_id, Telemetry.ts, Telemetry.values).join(
                 Device, Device.id == Telemetry.device
             )
         ).all()
-    return Counter((d, int(ts.timestamp() * 1000), p) for d, ts, p in rows)
+    return Counter((d, int(ts.timestamp() * 1000), p) for d, ts, values in rows for p in values)
 
 
 async def run_edge(broker, tmp_path, until, interval=0.05):

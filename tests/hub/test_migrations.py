@@ -43,3 +43,23 @@ def test_0002_folds_per_point_latest_values_into_one_row_per_device(empty_db_url
     points = json.loads(points) if isinstance(points, str) else points
     assert points == {"kwh": [12.5, 1795334400000, 3], "v": [220.0, 1795334400000, 4]}
     engine.dispose()
+
+
+def test_0003_groups_per_value_telemetry_into_rows_per_message(empty_db_url):
+    url = empty_db_url
+    upgrade(url, "0002")
+    engine = make_engine(url)
+    with engine.begin() as c:
+        c.execute(
+            text(
+                "INSERT INTO telemetry (device, point, ts, value) VALUES"
+                " (7, 'kwh', :a, 12.5), (7, 'v', :a, 220.0), (7, 'v', :b, 221.0)"
+            ),
+            {"a": "2026-11-22 08:00:00+00:00", "b": "2026-11-22 08:00:05+00:00"},
+        )
+    upgrade(url)
+    with engine.connect() as c:
+        rows = c.execute(text('SELECT "values" FROM telemetry ORDER BY ts')).all()
+    got = [json.loads(v) if isinstance(v, str) else v for (v,) in rows]
+    assert got == [{"kwh": 12.5, "v": 220.0}, {"v": 221.0}]
+    engine.dispose()
