@@ -138,6 +138,7 @@ class Applier:
         self._devices: dict[tuple[str, str], int] = {}
         self._counters: dict[int, frozenset[str]] = {}  # device -> its counter points
         self._has_latest: set[int] = set()  # devices known to have a row in ``latest``
+        self._gw_site: dict[str, str] = {}  # a gateway's site never changes once known
         self._sql = _Statements(engine.dialect.name)
 
     def apply(self, batch: Sequence[Raw]) -> Outcome:
@@ -172,15 +173,26 @@ class Applier:
                 elif isinstance(msg, Status):
                     self._touch(s, topic.gateway)
             sequenced = []
-            gateways: dict[tuple[str, str], Gateway] = {}
-            for t, m, r in parsed:
-                if not isinstance(m, Data | Event | Ack):
-                    continue
-                gw = gateways.get((t.site, t.gateway))
-                if gw is None:
-                    gw = gateways[(t.site, t.gateway)] = self._gateway(s, t.site, t.gateway)
-                if gw.site_id != t.site:
-                    dead.append((r, f"gateway {gw.id!r} belongs to site {gw.site_id!r}", t.gateway))
+            mine = [(t, m, r) for t, m, r in parsed if isinstance(m, Data | Event | Ack)]
+            for t, _, _ in mine:
+                if t.gateway not in self._gw_site:
+                    self._gw_site[t.gateway] = self._gateway(s, t.site, t.gateway).site_id
+            # lock this batch's gateways once, in a stable order (no deadlock between two
+            # ingest processes); later look-ups in the batch hit the session's identity map
+            ids = sorted({t.gateway for t, _, _ in mine})
+            # held for the whole batch: the session's identity map only keeps weak references
+            locked = list(
+                s.execute(
+                    select(Gateway)
+                    .where(col(Gateway.id).in_(ids))
+                    .order_by(col(Gateway.id))
+                    .with_for_update()
+                ).scalars()
+            )
+            for t, m, r in mine:
+                site = self._gw_site[t.gateway]
+                if site != t.site:
+                    dead.append((r, f"gateway {t.gateway!r} belongs to site {site!r}", t.gateway))
                 else:
                     sequenced.append((t, m, r))
             fresh = self._dedupe(s, sequenced)
@@ -188,6 +200,7 @@ class Applier:
             out.applied = len(fresh)
             out.values = self._apply_sequenced(s, fresh)
             self._count(s, sequenced, fresh)
+            del locked
             for raw, reason, gw_id in dead:
                 self.burst.bad(raw.topic, reason)
                 s.add(
@@ -228,6 +241,7 @@ class Applier:
     def _birth(self, s: Session, topic: Topic, b: Birth) -> str | None:
         """Register a gateway and its devices; the reason when the birth is refused."""
         gw = self._gateway(s, topic.site, topic.gateway)
+        self._gw_site[gw.id] = gw.site_id
         if gw.site_id != topic.site:
             return f"gateway {gw.id!r} belongs to site {gw.site_id!r}, not {topic.site!r}"
         if b.stream == gw.stream and b.bdseq < gw.bdseq:
@@ -429,7 +443,7 @@ class Applier:
             total[t.gateway] += 1
         now = utcnow()
         for gw_id, n in total.items():
-            gw = s.get(Gateway, gw_id, with_for_update=True)
+            gw = s.get(Gateway, gw_id)  # locked at the start of the batch
             assert gw is not None
             seqs = sorted(by_gw.get(gw_id, []))
             gw.messages += len(seqs)
