@@ -20,6 +20,8 @@ def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.engine = engine
+        app.state.secret = settings.secret()
+        app.state.user_cache = {}
         app.state.dispatcher = Dispatcher(settings, engine)
         app.state.dispatcher.start()
         app.state.consumer = None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session, select
 
@@ -17,7 +19,7 @@ from hub.settings import HubSettings
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token")
 
 
-def get_settings(request: Request) -> HubSettings:
+async def get_settings(request: Request) -> HubSettings:
     settings: HubSettings = request.app.state.settings
     return settings
 
@@ -31,29 +33,47 @@ SettingsDep = Annotated[HubSettings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def current_user(
-    session: SessionDep, settings: SettingsDep, token: Annotated[str, Depends(oauth2)]
-) -> User:
+USER_CACHE_S = 10.0  # a disabled user or changed role takes effect within this
+
+
+async def current_user(request: Request, token: Annotated[str, Depends(oauth2)]) -> User:
+    """The token's user. Looked up in the database at most every USER_CACHE_S per token."""
     unauthorised = HTTPException(
         status.HTTP_401_UNAUTHORIZED,
         "invalid or expired token",
         headers={"WWW-Authenticate": "Bearer"},
     )
+    state = request.app.state
     try:
-        username = read_token(token, settings.secret())
+        username = read_token(token, state.secret)
     except jwt.InvalidTokenError as exc:
         raise unauthorised from exc
-    user = session.exec(select(User).where(User.username == username)).first()
-    if user is None or not user.active:
+    cache: dict[str, tuple[float, User | None]] = state.user_cache
+    hit = cache.get(token)
+    now = time.monotonic()
+    if hit is None or now - hit[0] > USER_CACHE_S:
+        user = await run_in_threadpool(_load_user, state.engine, username)
+        if len(cache) > 10_000:
+            cache.clear()
+        hit = cache[token] = (now, user)
+    if hit[1] is None or not hit[1].active:
         raise unauthorised
-    return user
+    return hit[1]
+
+
+def _load_user(engine: Any, username: str) -> User | None:
+    with Session(engine, expire_on_commit=False) as session:
+        user = session.exec(select(User).where(User.username == username)).first()
+        if user is not None:
+            session.expunge(user)  # a detached snapshot, safe to share between requests
+        return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
 def _require(roles: set[Role]):  # type: ignore[no-untyped-def]
-    def check(user: CurrentUser) -> User:
+    async def check(user: CurrentUser) -> User:
         if Role(user.role) not in roles:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} may not do this")
         return user
