@@ -1,6 +1,7 @@
 """A subscriber process that only counts messages: the ceiling and the witness.
 
-Prints ``READY`` once subscribed, then ``COUNT n seconds`` when ``n`` messages arrived.
+Prints ``READY`` once subscribed, then ``COUNT n seconds`` when ``n`` messages arrived, or
+with fewer after ``timeout`` seconds (optional fourth argument, default 600).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 def main() -> None:
     port, topic, want = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 600.0
     done = threading.Event()
     state = {"n": 0, "t0": 0.0}
 
@@ -31,7 +33,7 @@ def main() -> None:
     c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
     c.connect("127.0.0.1", port)
     c.loop_start()
-    done.wait()
+    done.wait(timeout)
     print(f"COUNT {state['n']} {time.perf_counter() - state['t0']:.3f}", flush=True)
     c.disconnect()
     c.loop_stop()

@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import psutil
 
-from bench.common import median, record, spawn_python
+from bench.common import exit_on_sigterm, measure_quietly, median, record, spawn_python
 from deploy.mosquitto import Mosquitto
 from edge.config import BrokerConfig
 from edge.link import MqttLink
@@ -57,8 +57,11 @@ async def _no_commands(payload: bytes) -> None:
     return None
 
 
-async def replay(path: Path, port: int, n: int, window: int) -> None:
-    """The child: replay the outbox and print the elapsed time once all n are acked."""
+async def replay(path: Path, port: int, n: int, window: int, timeout_s: float) -> None:
+    """The child: replay the outbox and print the elapsed time once all n are acked.
+
+    Gives up after timeout_s (and prints no DONE line).
+    """
     async with Outbox(path, max_bytes=2**40) as ob:
         link = MqttLink(
             SITE,
@@ -75,21 +78,34 @@ async def replay(path: Path, port: int, n: int, window: int) -> None:
         print("READY", flush=True)
         t0 = time.perf_counter()
         task = asyncio.create_task(link.run())
-        while link.acked < n:
+        while link.acked < n and time.perf_counter() - t0 < timeout_s:
             await asyncio.sleep(0.2)
-        print(f"DONE {time.perf_counter() - t0:.3f}", flush=True)
+        if link.acked >= n:
+            print(f"DONE {time.perf_counter() - t0:.3f}", flush=True)
         await link.close()
         await task
 
 
+def timeout_for(n: int) -> float:
+    """Bound on one replay: ten times slower than the target (5,000 msg/s), at least 2 min."""
+    return max(120.0, n / 500)
+
+
 def once(n: int, window: int, workdir: Path) -> dict[str, float]:
     path = workdir / "outbox.db"
+    timeout_s = timeout_for(n)
     for f in workdir.glob("outbox.db*"):
         f.unlink()
     asyncio.run(fill(path, n))
     broker = Mosquitto(workdir).start()
     counter = spawn_python(
-        "-m", "bench.counter", str(broker.port), "wuye/+/+/+/data/#", str(n), stdout=subprocess.PIPE
+        "-m",
+        "bench.counter",
+        str(broker.port),
+        "wuye/+/+/+/data/#",
+        str(n),
+        str(timeout_s + 10),
+        stdout=subprocess.PIPE,
     )
     child = spawn_python(
         "-m",
@@ -99,6 +115,7 @@ def once(n: int, window: int, workdir: Path) -> dict[str, float]:
         str(broker.port),
         str(n),
         str(window),
+        str(timeout_s),
         stdout=subprocess.PIPE,
     )
     try:
@@ -107,8 +124,9 @@ def once(n: int, window: int, workdir: Path) -> dict[str, float]:
         assert child.stdout.readline().strip() == "READY"
         proc = psutil.Process(child.pid)
         rss: list[float] = []
-        start_cpu = proc.cpu_times()
-        while child.poll() is None:
+        start_cpu = cpu = proc.cpu_times()
+        deadline = time.monotonic() + timeout_s + 30
+        while child.poll() is None and time.monotonic() < deadline:
             try:
                 rss.append(proc.memory_info().rss / 2**20)
                 cpu = proc.cpu_times()
@@ -116,9 +134,15 @@ def once(n: int, window: int, workdir: Path) -> dict[str, float]:
                 break
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(0.5)
+        child.kill()
         out = child.stdout.read()
-        elapsed = float(next(x for x in out.splitlines() if x.startswith("DONE")).split()[1])
+        done = [x for x in out.splitlines() if x.startswith("DONE")]
+        if not done:
+            raise RuntimeError(f"replay of {n} messages did not finish within {timeout_s:.0f} s")
+        elapsed = float(done[0].split()[1])
         received = int(counter.stdout.readline().split()[1])
+        if received < n:
+            raise RuntimeError(f"the subscriber received {received} of {n} messages")
     finally:
         counter.kill()
         child.kill()
@@ -130,14 +154,16 @@ def once(n: int, window: int, workdir: Path) -> dict[str, float]:
         "rss_first_mb": round(rss[1] if len(rss) > 1 else rss[0], 1),
         "rss_max_mb": round(max(rss), 1),
         "rss_last_mb": round(rss[-1], 1),
+        "rss_growth_mb": round(max(rss) - (rss[1] if len(rss) > 1 else rss[0]), 1),
     }
 
 
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
-        path, port, n, window = sys.argv[2:6]
-        asyncio.run(replay(Path(path), int(port), int(n), int(window)))
+        path, port, n, window, timeout_s = sys.argv[2:7]
+        asyncio.run(replay(Path(path), int(port), int(n), int(window), float(timeout_s)))
         return
+    exit_on_sigterm()
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
@@ -146,7 +172,7 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as d:
         for _ in range(args.runs):
-            runs.append(once(args.messages, args.window, Path(d)))
+            runs.append(measure_quietly(lambda: once(args.messages, args.window, Path(d))))
             print(runs[-1], flush=True)
     record(
         "replay",
@@ -157,7 +183,9 @@ def main() -> None:
             "runs": runs,
             "median_msgs_per_s": median([r["msgs_per_s"] for r in runs]),
             "median_rss_max_mb": median([r["rss_max_mb"] for r in runs]),
-            "target": ">= 5000 msg/s with flat memory",
+            "median_rss_growth_mb": median([r["rss_growth_mb"] for r in runs]),
+            "target": ">= 5000 msg/s with flat memory (RSS growth <= 5 MB while replaying)",
+            "meets_target": all(r["msgs_per_s"] >= 5000 and r["rss_growth_mb"] <= 5 for r in runs),
         },
     )
 

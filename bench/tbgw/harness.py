@@ -156,8 +156,11 @@ def modbus_datapoints(registers: Sequence[Register], mode: Mode) -> list[dict[st
     'default': one entry, hence one Modbus request, per value, keyed by the value's name.
     'ranges': one wide-range entry (``"address": "START-END"``) per run of values that are
     contiguous, in the same table and of the same type and size; the connector reads a range
-    with one request per 125 registers and names each value ``<table>_<address>`` (its key
-    template must contain ``${address}``; a range cannot carry per-value names or mixed types).
+    with one request per 125 registers and names each value ``<table>_<start>_<address>``
+    where start is the range's first register (its key template must contain ``${address}``;
+    a range cannot carry per-value names or mixed types). The tag must differ between ranges:
+    the connector files responses by tag, so two ranges of one table with the same tag get
+    each other's registers.
     """
     if mode == "default":
         return [
@@ -189,7 +192,7 @@ def modbus_datapoints(registers: Sequence[Register], mode: Mode) -> list[dict[st
         end = run[-1][2] + count - 1
         points.append(
             {
-                "tag": f"{table}_${{address}}",
+                "tag": f"{table}_{start}_${{address}}",
                 "type": typ,
                 "functionCode": FUNCTION_CODE[table],
                 "objectsCount": count,
@@ -383,32 +386,52 @@ def _stop(proc: subprocess.Popen[bytes]) -> str:
     return "unkillable"
 
 
-def run_gateway(
+@dataclass
+class RunningGateway:
+    """A started gateway (see :func:`gateway`): its process, its MQTT peer and its logs."""
+
+    proc: subprocess.Popen[bytes]
+    broker: _Broker
+    logs: Path
+    startup_s: float  # start to first telemetry
+    stopped_by: str = ""  # set when the gateway has been stopped
+
+    def cpu(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the gateway's process tree so far."""
+        return _tree_cpu(self.proc.pid)
+
+    def rss(self) -> int:
+        """Resident bytes of the gateway's process tree now."""
+        return _tree_rss(self.proc.pid)
+
+    def counts(self) -> tuple[int, int]:
+        """(messages, values) seen on the telemetry topic so far."""
+        return self.broker.counts()
+
+    def check_alive(self) -> None:
+        """RuntimeError if the gateway has exited."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {self.proc.returncode}; see {self.logs}")
+
+
+@contextlib.contextmanager
+def gateway(
     config_dir: Path,
     broker_host: str,
     broker_port: int,
-    duration_s: float,
     *,
     venv_dir: Path = DEFAULT_VENV,
     logs_dir: Path | None = None,
-    warmup_s: float = 2.0,
     startup_timeout_s: float = 60.0,
-) -> dict[str, Any]:
-    """Run the gateway on ``config_dir`` and measure it for duration_s seconds.
+) -> Iterator[RunningGateway]:
+    """Start the gateway on ``config_dir``; yield it once its first telemetry arrived.
 
     Connects an MQTT client to the broker first (it answers ``getSessionLimits`` and counts
     messages and values on ``v1/gateway/telemetry``), then starts the gateway with
     TB_GW_CONFIG_DIR and TB_GW_LOGS_PATH (logs and its stdout go to logs_dir, default
-    ``<config_dir>/../logs-<name>``). The window opens warmup_s after the first telemetry and
-    lasts duration_s; the figures cover only that window. The gateway is stopped afterwards
-    whatever happens. Raises RuntimeError if no telemetry arrives within startup_timeout_s or
-    the gateway exits early.
-
-    Returns: duration_s, cpu_s (user+system of the process tree), cpu_user_s, cpu_system_s,
-    cpu_core_percent, messages, values, values_per_s, values_total (whole run, start to stop),
-    cpu_s_per_10k_values, rss_mb_end,
-    rss_mb_max, startup_s (start to first telemetry), session_limits_answered, stopped_by,
-    returncode, sample (first telemetry payload seen).
+    ``<config_dir>/../logs-<name>``). The gateway is stopped on leaving the block whatever
+    happens (``stopped_by`` says how). Raises RuntimeError if no telemetry arrives within
+    startup_timeout_s or the gateway exits first.
     """
     config_dir = Path(config_dir).resolve()
     logs = Path(logs_dir) if logs_dir else config_dir.parent / f"logs-{config_dir.name}"
@@ -421,40 +444,77 @@ def run_gateway(
     }
     broker = _Broker(broker_host, broker_port)
     started = time.monotonic()
-    with open(logs / "stdout.log", "wb") as out:
-        proc = subprocess.Popen(
-            [str(venv_python(venv_dir)), "-c", _LAUNCHER],
-            cwd=logs,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    try:
+        with open(logs / "stdout.log", "wb") as out:
+            proc = subprocess.Popen(
+                [str(venv_python(venv_dir)), "-c", _LAUNCHER],
+                cwd=logs,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+    except BaseException:
+        broker.close()
+        raise
+    gw = RunningGateway(proc, broker, logs, 0.0)
     try:
         while not broker.first_telemetry.wait(0.2):
-            if proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {proc.returncode}; see {logs}")
+            gw.check_alive()
             if time.monotonic() - started > startup_timeout_s:
                 raise RuntimeError(f"no telemetry within {startup_timeout_s} s; see {logs}")
-        startup_s = time.monotonic() - started
-        time.sleep(warmup_s)
+        gw.startup_s = time.monotonic() - started
+        yield gw
+    finally:
+        gw.stopped_by = _stop(proc)
+        broker.close()
 
-        user0, sys0 = _tree_cpu(proc.pid)
-        msgs0, vals0 = broker.counts()
+
+def run_gateway(
+    config_dir: Path,
+    broker_host: str,
+    broker_port: int,
+    duration_s: float,
+    *,
+    venv_dir: Path = DEFAULT_VENV,
+    logs_dir: Path | None = None,
+    warmup_s: float = 2.0,
+    startup_timeout_s: float = 60.0,
+) -> dict[str, Any]:
+    """Run the gateway on ``config_dir`` (see :func:`gateway`) and measure it for duration_s.
+
+    The window opens warmup_s after the first telemetry and lasts duration_s; the figures
+    cover only that window. The gateway is stopped afterwards whatever happens. Raises
+    RuntimeError if no telemetry arrives within startup_timeout_s or the gateway exits early.
+
+    Returns: duration_s, cpu_s (user+system of the process tree), cpu_user_s, cpu_system_s,
+    cpu_core_percent, messages, values, values_per_s, values_total (whole run, start to stop),
+    cpu_s_per_10k_values, rss_mb_end,
+    rss_mb_max, startup_s (start to first telemetry), session_limits_answered, stopped_by,
+    returncode, sample (first telemetry payload seen).
+    """
+    with gateway(
+        config_dir,
+        broker_host,
+        broker_port,
+        venv_dir=venv_dir,
+        logs_dir=logs_dir,
+        startup_timeout_s=startup_timeout_s,
+    ) as gw:
+        time.sleep(warmup_s)
+        user0, sys0 = gw.cpu()
+        msgs0, vals0 = gw.counts()
         t0 = time.monotonic()
         rss_max = 0
         while (left := t0 + duration_s - time.monotonic()) > 0:
-            rss_max = max(rss_max, _tree_rss(proc.pid))
+            rss_max = max(rss_max, gw.rss())
             time.sleep(min(0.5, left))
-        user1, sys1 = _tree_cpu(proc.pid)
-        msgs1, vals1 = broker.counts()
+        user1, sys1 = gw.cpu()
+        msgs1, vals1 = gw.counts()
         elapsed = time.monotonic() - t0
-        rss_end = _tree_rss(proc.pid)
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited during the run; see {logs}")
-    finally:
-        stopped_by = _stop(proc)
-        broker.close()
-    values_total = broker.counts()[1]
+        rss_end = gw.rss()
+        if gw.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited during the run; see {gw.logs}")
+    values_total = gw.counts()[1]
 
     cpu = (user1 - user0) + (sys1 - sys0)
     values = vals1 - vals0
@@ -471,11 +531,11 @@ def run_gateway(
         "cpu_s_per_10k_values": round(cpu / values * 10_000, 3) if values else None,
         "rss_mb_end": round(rss_end / 2**20, 1),
         "rss_mb_max": round(max(rss_max, rss_end) / 2**20, 1),
-        "startup_s": round(startup_s, 2),
-        "session_limits_answered": broker.session_limits_answered,
-        "stopped_by": stopped_by,
-        "returncode": proc.returncode,
-        "sample": broker.sample,
+        "startup_s": round(gw.startup_s, 2),
+        "session_limits_answered": gw.broker.session_limits_answered,
+        "stopped_by": gw.stopped_by,
+        "returncode": gw.proc.returncode,
+        "sample": gw.broker.sample,
     }
 
 
