@@ -342,6 +342,8 @@ async def test_broker_outage_loses_nothing_and_backlog_is_historical(tmp_path):
             await asyncio.wait_for(agent.link.online.wait(), 30)
             last = agent.outbox.last_seq
             await wait(sub, lambda m: any(x["seq"] >= last for x in sub.sequenced()), 30)
+            # and live data after the backlog
+            await wait(sub, lambda m: any(not x["hist"] for x in sub.sequenced()[n_before:]), 30)
     b.stop()
     got = sub.sequenced()
     seqs = sorted({x["seq"] for x in got})
