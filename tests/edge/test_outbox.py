@@ -26,7 +26,7 @@ async def test_put_is_durable_across_reopen(tmp_path):
 async def test_group_commit_waits_for_the_interval_unless_critical(tmp_path):
     async with Outbox(tmp_path / "ob.db", commit_interval=60) as ob:
         ob.put_nowait("t", body(1), created=1, critical=False)
-        await asyncio.sleep(0)  # let the committer run if it wanted to
+        # fetch awaits the database thread, so the committer had its chance to run
         assert await ob.fetch(0, 10) == []  # still only in memory
         ob.put_nowait("t", body(2), created=2, critical=True)
         async with ob.committed:
