@@ -77,10 +77,10 @@ def simulator(
     each endpoint listens on a free loopback port. Device ids are ``ENDPOINT-PROFILE-UNIT``
     (unique across endpoints); the document gains ``"profiles"``: device id -> profile.
     """
+    runs = {name: [run.split(":") for run in rs] for name, rs in endpoints.items()}
     profiles: dict[str, str] = {}
-    for name, runs in endpoints.items():
-        for run in runs:
-            profile, units = run.split(":")
+    for name, pairs in runs.items():
+        for profile, units in pairs:
             first, _, last = units.partition("-")
             for unit in range(int(first), int(last or first) + 1):
                 profiles[f"{name}-{profile}-{unit}"] = profile
@@ -92,15 +92,11 @@ def simulator(
                 "name": name,
                 "tcp": {"host": "127.0.0.1", "port": 0},
                 "devices": [
-                    {
-                        "profile": run.split(":")[0],
-                        "unit": run.split(":")[1],
-                        "id": name + "-{profile}-{unit}",
-                    }
-                    for run in runs
+                    {"profile": profile, "unit": units, "id": name + "-{profile}-{unit}"}
+                    for profile, units in pairs
                 ],
             }
-            for name, runs in endpoints.items()
+            for name, pairs in runs.items()
         ],
     }
     path = workdir / "simulator.yaml"
