@@ -69,8 +69,9 @@ def _from_server(
             f"{url}/api/v1/query_range",
             timeout=30,
             params={
-                # a step's bucket ends at its timestamp; shift so a bucket starts there
-                "query": f"{fn}_over_time({sel}{window} offset -{step_s}s)",
+                # a range window is (t-step, t]; shifted by one step less a millisecond
+                # (our precision) it is [t, t+step): the same buckets as the SQL path
+                "query": f"{fn}_over_time({sel}{window} offset -{step_s * 1000 - 1}ms)",
                 "start": start.timestamp(),
                 "end": end.timestamp() - step_s,
                 "step": f"{step_s}s",

@@ -76,3 +76,32 @@ def test_line_protocol_groups_a_message_into_one_line():
         ]
     )
     assert lines == ["wuye,site=s1,gateway=gw-1,device=em-1 voltage=220.5,kwh=12.0 5"]
+
+
+def test_history_is_read_back_from_the_time_series_server(vm, tmp_path, engine):
+    from datetime import timedelta
+
+    from sqlmodel import Session, select
+
+    from hub.apply import ms_to_dt
+    from hub.history import history
+    from hub.models import Device
+    from hub.settings import load_settings
+
+    sink = InfluxTelemetry(vm.url, "", "wuye", "wuye", tmp_path / "spill")
+    Applier(engine, sink, 4096).apply(
+        [birth(), *[data(i, voltage=200.0 + i) for i in range(1, 21)]]
+    )
+    vm.export()  # flushes VictoriaMetrics' buffers so the query sees every sample
+    settings = load_settings(influx_url=vm.url, secret_file=tmp_path / "s")
+    with Session(engine) as s:
+        dev = s.exec(select(Device)).one()
+        start = ms_to_dt(T0)
+        got = history(s, settings, dev, "voltage", start, start + timedelta(seconds=30), 10)
+    # seq i is at T0 + i s: [0,10) holds 1..9, [10,20) holds 10..19, [20,30) holds 20
+    assert [(p.count, p.min, p.max) for p in got] == [
+        (9, 201.0, 209.0),
+        (10, 210.0, 219.0),
+        (1, 220.0, 220.0),
+    ]
+    sink.close()
