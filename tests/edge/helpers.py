@@ -14,7 +14,7 @@ from simulators.config import parse_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def sim_config(*endpoints: dict[str, Any], seed: int = 1):
+def sim_config(*endpoints: dict[str, Any], seed: int = 1) -> Any:
     return parse_config({"seed": seed, "endpoints": list(endpoints)}, "test")
 
 
@@ -74,3 +74,39 @@ def start_agent(config: Path) -> subprocess.Popen[str]:
             f"agent did not start: {line}{proc.stderr.read() if proc.stderr else ''}"
         )
     return proc
+
+
+def sim_site(
+    tmp_path: Path,
+    broker_url: str,
+    sim: Any,
+    *,
+    interval: float,
+    bus: dict[str, Any] | None = None,
+    device: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Path:
+    """A site config polling every device of a running simulator, on its own endpoints.
+
+    TCP endpoints become tcp buses, RTU endpoints rtu buses at 115200 baud; ``bus`` and
+    ``device`` add settings to every bus and device.
+    """
+    buses = []
+    for e in sim.config.endpoints:
+        if e.tcp is not None:
+            b = {"name": e.name, "type": "tcp", "host": "127.0.0.1", "port": sim.tcp_port(e.name)}
+        else:
+            b = {"name": e.name, "type": "rtu", "port": sim.rtu_path(e.name), "baudrate": 115200}
+        buses.append({**b, **(bus or {})})
+    devices = [
+        {
+            "id": d.id,
+            "bus": d.endpoint,
+            "unit": d.unit,
+            "profile": d.profile.name,
+            "interval": interval,
+            **(device or {}),
+        }
+        for d in sim.devices.values()
+    ]
+    return site_config(tmp_path, broker_url, buses, devices, **extra)

@@ -17,7 +17,7 @@ from protocols.profile import load_profiles
 from simulators.clock import ManualClock
 from simulators.faults import Fault, FaultKind
 from simulators.simulator import ModbusSimulator
-from tests.edge.helpers import rtu_endpoint, sim_config, site_config, tcp_endpoint
+from tests.edge.helpers import rtu_endpoint, sim_config, sim_site, site_config, tcp_endpoint
 from tests.support.subscriber import Subscriber
 
 
@@ -36,25 +36,7 @@ async def test_every_value_of_every_device_arrives_scaled(broker, tmp_path):
         rtu_endpoint("line", "em-1p:1-3", "water-meter:9"),
     )
     async with ModbusSimulator(cfg, clock=clock) as sim:
-        devices = [
-            {
-                "id": d.id,
-                "bus": d.endpoint,
-                "unit": d.unit,
-                "profile": d.profile.name,
-                "interval": 0.3,
-            }
-            for d in sim.devices.values()
-        ]
-        path = site_config(
-            tmp_path,
-            broker.url,
-            [
-                {"name": "plant", "type": "tcp", "host": "127.0.0.1", "port": sim.tcp_port()},
-                {"name": "line", "type": "rtu", "port": sim.rtu_path(), "baudrate": 115200},
-            ],
-            devices,
-        )
+        path = sim_site(tmp_path, broker.url, sim, interval=0.3)
         sub = Subscriber(broker.port)
         async with Agent(load_site(path)):
             await wait(sub, lambda m: all(data_of(sub, d) for d in sim.devices))
@@ -74,16 +56,7 @@ async def test_every_value_of_every_device_arrives_scaled(broker, tmp_path):
 async def test_counters_only_rise_and_every_message_is_in_sequence(broker, tmp_path):
     cfg = sim_config(tcp_endpoint("plant", "em-3p:1-4"))
     async with ModbusSimulator(cfg) as sim:
-        devices = [
-            {"id": d, "bus": "plant", "unit": i + 1, "profile": "em-3p", "interval": 0.1}
-            for i, d in enumerate(sim.devices)
-        ]
-        path = site_config(
-            tmp_path,
-            broker.url,
-            [{"name": "plant", "type": "tcp", "host": "127.0.0.1", "port": sim.tcp_port()}],
-            devices,
-        )
+        path = sim_site(tmp_path, broker.url, sim, interval=0.1)
         sub = Subscriber(broker.port)
         async with Agent(load_site(path)):
             await wait(sub, lambda m: all(len(data_of(sub, d)) >= 10 for d in sim.devices))
@@ -99,24 +72,7 @@ async def test_merged_reads_take_the_computed_minimum_of_transactions(broker, tm
     clock = ManualClock(0.0)
     cfg = sim_config(tcp_endpoint("plant", "em-1p:1", "em-3p:2", "pump-station:3"))
     async with ModbusSimulator(cfg, clock=clock) as sim:
-        devices = [
-            {"id": d.id, "bus": "plant", "unit": d.unit, "profile": d.profile.name, "interval": 0.1}
-            for d in sim.devices.values()
-        ]
-        path = site_config(
-            tmp_path,
-            broker.url,
-            [
-                {
-                    "name": "plant",
-                    "type": "tcp",
-                    "host": "127.0.0.1",
-                    "port": sim.tcp_port(),
-                    "max_gap": 0,
-                }
-            ],
-            devices,
-        )
+        path = sim_site(tmp_path, broker.url, sim, interval=0.1, bus={"max_gap": 0})
         site = load_site(path)
         sub = Subscriber(broker.port)
         async with Agent(site) as agent:
@@ -140,32 +96,13 @@ async def test_dead_device_on_a_shared_rtu_line_costs_the_others_little(broker, 
     interval, timeout, retries = 0.4, 0.15, 1
     cfg = sim_config(rtu_endpoint("line", "em-1p:1-4"))
     async with ModbusSimulator(cfg) as sim:
-        devices = [
-            {
-                "id": d,
-                "bus": "line",
-                "unit": i + 1,
-                "profile": "em-1p",
-                "interval": interval,
-                "timeout": timeout,
-                "retries": retries,
-                "backoff_max": 4,
-            }
-            for i, d in enumerate(sim.devices)
-        ]
-        path = site_config(
+        path = sim_site(
             tmp_path,
             broker.url,
-            [
-                {
-                    "name": "line",
-                    "type": "rtu",
-                    "port": sim.rtu_path(),
-                    "baudrate": 115200,
-                    "max_gap": 80,
-                }
-            ],
-            devices,
+            sim,
+            interval=interval,
+            bus={"max_gap": 80},
+            device={"timeout": timeout, "retries": retries, "backoff_max": 4},
         )
         site = load_site(path)
         dead = sim.device("em-1p-4")
@@ -204,23 +141,8 @@ async def test_dead_device_on_a_shared_rtu_line_costs_the_others_little(broker, 
 async def test_line_noise_and_refusals_stay_with_their_device(broker, tmp_path):
     cfg = sim_config(rtu_endpoint("line", "em-1p:1-2", "water-meter:3-5"))
     async with ModbusSimulator(cfg) as sim:
-        devices = [
-            {
-                "id": d.id,
-                "bus": "line",
-                "unit": d.unit,
-                "profile": d.profile.name,
-                "interval": 0.2,
-                "timeout": 0.15,
-                "retries": 0,
-            }
-            for d in sim.devices.values()
-        ]
-        path = site_config(
-            tmp_path,
-            broker.url,
-            [{"name": "line", "type": "rtu", "port": sim.rtu_path(), "baudrate": 115200}],
-            devices,
+        path = sim_site(
+            tmp_path, broker.url, sim, interval=0.2, device={"timeout": 0.15, "retries": 0}
         )
         sim.device("em-1p-1").set_fault(Fault(FaultKind.GARBAGE))
         sim.device("em-1p-2").set_fault(Fault(FaultKind.BAD_CRC))
@@ -314,17 +236,7 @@ async def test_broker_outage_loses_nothing_and_backlog_is_historical(tmp_path):
     b = Mosquitto(tmp_path, persistent=True).start()  # keeps the subscriber's session
     cfg = sim_config(tcp_endpoint("plant", "water-meter:1-3"))
     async with ModbusSimulator(cfg) as sim:
-        devices = [
-            {"id": d, "bus": "plant", "unit": i + 1, "profile": "water-meter", "interval": 0.1}
-            for i, d in enumerate(sim.devices)
-        ]
-        path = site_config(
-            tmp_path,
-            b.url,
-            [{"name": "plant", "type": "tcp", "host": "127.0.0.1", "port": sim.tcp_port()}],
-            devices,
-            metrics_port=0,
-        )
+        path = sim_site(tmp_path, b.url, sim, interval=0.1, metrics_port=0)
         sub = Subscriber(b.port)
         async with Agent(load_site(path)) as agent:
             await wait(sub, lambda m: len(sub.sequenced()) >= 20)

@@ -9,29 +9,14 @@ import subprocess
 import sys
 
 from simulators.simulator import ModbusSimulator
-from tests.edge.helpers import ROOT, sim_config, site_config, start_agent, tcp_endpoint
+from tests.edge.helpers import ROOT, sim_config, sim_site, start_agent, tcp_endpoint
 from tests.support.subscriber import Subscriber
 
 
 async def test_sigkill_loses_nothing_committed_and_leaves_no_gap(broker, tmp_path):
     cfg = sim_config(tcp_endpoint("plant", "em-1p:1-3", "lift:4", "water-meter:5"))
     async with ModbusSimulator(cfg) as sim:
-        devices = [
-            {
-                "id": d.id,
-                "bus": "plant",
-                "unit": d.unit,
-                "profile": d.profile.name,
-                "interval": 0.05,
-            }
-            for d in sim.devices.values()
-        ]
-        path = site_config(
-            tmp_path,
-            broker.url,
-            [{"name": "plant", "type": "tcp", "host": "127.0.0.1", "port": sim.tcp_port()}],
-            devices,
-        )
+        path = sim_site(tmp_path, broker.url, sim, interval=0.05)
         sub = Subscriber(broker.port)
         for _ in range(4):
             agent = await asyncio.to_thread(start_agent, path)

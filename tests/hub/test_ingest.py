@@ -21,7 +21,7 @@ from hub.models import Device, Gateway, Latest, Telemetry
 from hub.runtime import make_consumer
 from hub.settings import load_settings
 from simulators.simulator import ModbusSimulator
-from tests.edge.helpers import sim_config, site_config, tcp_endpoint
+from tests.edge.helpers import sim_config, sim_site, tcp_endpoint
 from tests.support.subscriber import Subscriber
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,22 +56,7 @@ def stored(engine) -> Counter:
 async def run_edge(broker, tmp_path, until, interval=0.05):
     cfg = sim_config(tcp_endpoint("plant", "em-3p:1-3", "water-meter:4-5"))
     async with ModbusSimulator(cfg) as sim:
-        devices = [
-            {
-                "id": d.id,
-                "bus": "plant",
-                "unit": d.unit,
-                "profile": d.profile.name,
-                "interval": interval,
-            }
-            for d in sim.devices.values()
-        ]
-        path = site_config(
-            tmp_path,
-            broker.url,
-            [{"name": "plant", "type": "tcp", "host": "127.0.0.1", "port": sim.tcp_port()}],
-            devices,
-        )
+        path = sim_site(tmp_path, broker.url, sim, interval=interval)
         async with Agent(load_site(path)) as agent:
             await until(agent)
 
