@@ -6,12 +6,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # Debian packages the suite and demo talk to (real peers, never mocks)
 DEB_PKGS := mosquitto mosquitto-clients mbpoll victoria-metrics
+# and what only the benchmarks use (wrk drives the API from C, leaving the cores to the hub)
+BENCH_PKGS := wrk
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench lint typecheck system venv clean
 
 system:
-	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEB_PKGS) $(EXTRA_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing \
@@ -41,7 +43,8 @@ test: system venv lint typecheck
 demo: system venv
 	$(BIN)/python -m simulators demo
 
-bench: system venv
+bench: venv
+	$(MAKE) system EXTRA_PKGS="$(BENCH_PKGS)"
 	$(BIN)/python -m bench.run all
 
 clean:

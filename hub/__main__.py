@@ -75,7 +75,9 @@ def serve(
     logs.setup(log_level)
     settings = load_settings(embedded_ingest=ingest)
     upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
+    # a connection for each of the worker threads that run blocking routes (anyio's 40),
+    # so that requests queue for CPU, not for a pooled connection
+    engine = make_engine(settings.database_url, pool_size=20, max_overflow=20)
     app_ = create_app(settings, engine)
     config = uvicorn.Config(
         app_,
