@@ -7,6 +7,7 @@ first run and kept in ``var/`` so tokens survive restarts.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -44,11 +45,20 @@ class HubSettings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     embedded_ingest: bool = True  # `serve` also runs ingest in the same process
+    # payments: the sandbox provider (python -m simulators.paychannel), development only
+    pay_sandbox_url: str | None = None  # unset: no sandbox channel
+    pay_sandbox_secret: str | None = None  # shared with the sandbox; else pay_secret_file
+    pay_secret_file: Path = Path("var/pay-sandbox-secret")
+    pay_notify_url: str | None = None  # base URL channels reach the hub at (default: API)
+    pay_notify_max_age_s: int = Field(300, ge=1)  # older signatures may not credit
 
     @model_validator(mode="after")
     def _secret(self) -> HubSettings:
         if self.jwt_secret is None and self.environment == "production":
             raise ConfigError("environment", "WUYE_HUB_JWT_SECRET", "required in production")
+        if self.pay_sandbox_url and self.environment == "production":
+            # anyone could "pay" through a sandbox: free parking
+            raise ConfigError("environment", "WUYE_HUB_PAY_SANDBOX_URL", "development only")
         return self
 
     def secret(self) -> str:
@@ -61,6 +71,32 @@ class HubSettings(BaseSettings):
             path.write_text(secrets.token_urlsafe(48))
             path.chmod(0o600)
         return path.read_text().strip()
+
+    def pay_secret(self) -> str:
+        """The sandbox channel's shared secret; if not given, generated once in its file.
+
+        The sandbox reads the same file (``--secret-file``); whichever starts first makes it.
+        """
+        if self.pay_sandbox_secret:
+            return self.pay_sandbox_secret
+        return _read_or_create_secret(self.pay_secret_file)
+
+
+def _read_or_create_secret(path: Path) -> str:
+    """The secret in ``path``, made first if missing; two processes racing get the same one."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)  # atomic: nobody ever reads a half-written secret
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 def load_settings(**overrides: object) -> HubSettings:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from hub.api.routes import auth, commands, health, registry
+from hub.api.routes import auth, commands, health, payments, registry
 from hub.dispatch import Dispatcher
 from hub.runtime import make_consumer
 from hub.settings import HubSettings
@@ -38,6 +38,6 @@ def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
             app.state.dispatcher.stop()
 
     app = FastAPI(title="wuye hub", version="0.1.0", lifespan=lifespan)
-    for r in (auth.router, registry.router, commands.router, health.router):
+    for r in (auth.router, registry.router, commands.router, payments.router, health.router):
         app.include_router(r)
     return app

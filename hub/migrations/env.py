@@ -7,6 +7,7 @@ from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import hub.models  # noqa: F401  (registers the tables on the metadata)
+from hub.payments import models as payment_models  # noqa: F401
 
 config = context.config
 target_metadata = SQLModel.metadata
