@@ -90,6 +90,8 @@ class MqttLink:
         self.outbox = outbox
         self.birth = birth
         self.on_command = on_command
+        # what arrives from the hub, by topic kind (parking adds sync and answer)
+        self.handlers: dict[Kind, Callable[[bytes], Awaitable[None]]] = {Kind.CMD: on_command}
         self.window = window
         self.replay = TokenBucket(replay_rate)
         self.state = LinkState.OFFLINE
@@ -108,7 +110,6 @@ class MqttLink:
         self._lost = asyncio.Event()
         self._suback: asyncio.Future[Any] | None = None
         self._closing = False
-        self._cmd_topic = str(Topic(site, gateway, Kind.CMD))
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _set_state(self, state: LinkState) -> None:
@@ -193,7 +194,7 @@ class MqttLink:
                 call(self._on_acks, acks)
 
         def on_message(c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
-            call(self._spawn_command, bytes(msg.payload))
+            call(self._dispatch, msg.topic, bytes(msg.payload))
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
@@ -224,13 +225,13 @@ class MqttLink:
         client = self._client
         self.connects += 1
         self.connected_since_ms = int(time.time() * 1000)
-        client.subscribe(self._cmd_topic, qos=1)
+        client.subscribe([(str(Topic(self.site, self.gateway, k)), 1) for k in self.handlers])
         # online only once the broker has the subscription: no command can slip past
         assert self._suback is not None
         async with asyncio.timeout(10):
             granted = await self._suback
         if any(rc.is_failure for rc in granted):
-            log.error("broker refused the command subscription %s: %s", self._cmd_topic, granted)
+            log.error("broker refused a subscription of %s: %s", sorted(self.handlers), granted)
         birth = self.birth(self.bdseq, self.outbox.stream)
         client.publish(str(Topic(self.site, self.gateway, Kind.BIRTH)), birth.dumps(), 1, True)
         self._set_state(LinkState.ONLINE)
@@ -292,8 +293,22 @@ class MqttLink:
             self.outbox.ack(m)
         self._slot.set()
 
-    def _spawn_command(self, payload: bytes) -> None:
-        self._spawn(self.on_command(payload))
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        try:
+            handler = self.handlers.get(Kind(topic.rsplit("/", 1)[-1]))
+        except ValueError:
+            return
+        if handler is not None:
+            self._spawn(handler(payload))
+
+    def publish_now(self, kind: Kind, body: bytes) -> bool:
+        """Publish outside the outbox (QoS 1; requests and confirmations that are simply
+        made again if lost); False while offline."""
+        client = self._client
+        if client is None or self.state is not LinkState.ONLINE:
+            return False
+        client.publish(str(Topic(self.site, self.gateway, kind)), body, qos=1)
+        return True
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -72,6 +72,15 @@ class Dropped:
     last_seq: int
 
 
+@dataclass(slots=True)
+class _Work:
+    fn: Callable[[sqlite3.Connection], Any]
+    messages: list[tuple[str, bytes, int]]  # (topic, body, created): critical, in order
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: Exception | None = None
+
+
 class Outbox:
     """Durable queue of outgoing messages. Use as ``async with Outbox(path) as ob:``."""
 
@@ -93,6 +102,7 @@ class Outbox:
         self._acked: list[tuple[int, int]] = []
         self._acked_seqs: set[int] = set()
         self._waiters: list[asyncio.Future[None]] = []
+        self._work: list[_Work] = []
         self._wake = asyncio.Event()
         self._urgent = False
         self._committer: asyncio.Task[None] | None = None
@@ -160,6 +170,30 @@ class Outbox:
         self._wake.set()
         await fut
 
+    async def put_with(
+        self, work: Callable[[sqlite3.Connection], T], messages: list[tuple[str, bytes, int]]
+    ) -> T:
+        """Run ``work`` on the database and append critical ``messages``, atomically, now.
+
+        Both happen in one transaction (a savepoint inside the group commit), so state the
+        edge keeps beside the outbox (a parking session) and the record of the change can
+        never disagree after a crash. Returns what ``work`` returns; if it raises, nothing
+        of it is kept and the exception is raised here.
+        """
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._work.append(_Work(work, messages, fut))
+        self._urgent = True
+        self._wake.set()
+        return await fut  # type: ignore[no-any-return]
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the outbox's database thread (reads of state kept beside it)."""
+        return await self._run(self._with_db, fn)
+
+    def _with_db(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._db is not None
+        return fn(self._db)
+
     def ack(self, message: Message) -> None:
         """The broker has the message: delete it with the next commit."""
         if message.seq in self._acked_seqs:
@@ -175,7 +209,7 @@ class Outbox:
 
     async def flush(self) -> None:
         """Commit everything pending now."""
-        if self._pending or self._acked or self._waiters:
+        if self._pending or self._acked or self._waiters or self._work:
             await self._commit()
 
     async def _commit_loop(self) -> None:
@@ -183,7 +217,7 @@ class Outbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.commit_interval)
             self._wake.clear()
-            if self._pending or self._acked or self._waiters:
+            if self._pending or self._acked or self._waiters or self._work:
                 try:
                     await self._commit()
                 except sqlite3.Error:
@@ -193,15 +227,23 @@ class Outbox:
         rows, self._pending = self._pending, []
         acked, self._acked = self._acked, []
         waiters, self._waiters = self._waiters, []
+        work, self._work = self._work, []
         self._urgent = False
         try:
-            dropped = await self._run(self._write, rows, acked)
+            dropped = await self._run(self._write, rows, acked, work)
         except BaseException:
             # keep them for the next try; nothing was published from them
             self._pending[:0] = rows
             self._acked[:0] = acked
             self._waiters[:0] = waiters
+            self._work[:0] = work
             raise
+        for item in work:
+            if not item.future.done():
+                if item.error is not None:
+                    item.future.set_exception(item.error)
+                else:
+                    item.future.set_result(item.result)
         self.commits += 1
         self._acked_seqs.difference_update(s for s, _ in acked)
         for w in waiters:
@@ -215,7 +257,10 @@ class Outbox:
             self.committed.notify_all()
 
     def _write(
-        self, rows: list[tuple[str, bytes, int, int]], acked: list[tuple[int, int]]
+        self,
+        rows: list[tuple[str, bytes, int, int]],
+        acked: list[tuple[int, int]],
+        work: list[_Work] = [],  # noqa: B006 (never mutated)
     ) -> Dropped | None:
         assert self._db is not None
         db = self._db
@@ -233,6 +278,21 @@ class Outbox:
                 )
                 depth += len(rows)
                 size += sum(len(b) + len(t) + ROW_OVERHEAD for t, b, _, _ in rows)
+            for item in work:
+                db.execute("SAVEPOINT work")
+                try:
+                    item.result = item.fn(db)
+                    db.executemany(
+                        "INSERT INTO outbox (topic, body, created, critical) VALUES (?,?,?,1)",
+                        item.messages,
+                    )
+                except Exception as exc:
+                    db.execute("ROLLBACK TO work")
+                    item.error = exc
+                else:
+                    depth += len(item.messages)
+                    size += sum(len(b) + len(t) + ROW_OVERHEAD for t, b, _ in item.messages)
+                db.execute("RELEASE work")
             self.depth, self.bytes = depth, size
             dropped = self._enforce_capacity(db) if self.bytes > self.max_bytes else None
             db.execute("COMMIT")

@@ -34,8 +34,10 @@ from hub.models import (
     Site,
     utcnow,
 )
+from hub.parking import service as parking
 from protocols.errors import MessageError
-from protocols.mqtt import Ack, Birth, Data, Death, Event, EventKind, Status, Topic, parse
+from protocols.mqtt import Ack, Birth, Data, Death, Event, EventKind, Kind, Status, Topic, parse
+from protocols.parking.messages import Ask, ParkRecord, Synced
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class Outcome:
     dead: int = 0
     values: int = 0
     reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    replies: list[tuple[str, bytes]] = field(default_factory=list)  # to publish after commit
 
 
 def ms_to_dt(ms: int) -> datetime:
@@ -168,12 +171,21 @@ class Applier:
                     refused = self._birth(s, topic, msg)
                     if refused:
                         dead.append((raw, refused, topic.gateway))
+                    else:
+                        parking.on_birth(s, topic.gateway)
                 elif isinstance(msg, Death):
                     self._death(s, topic, msg)
                 elif isinstance(msg, Status):
-                    self._touch(s, topic.gateway)
+                    self._status(s, topic.gateway, msg)
+                elif isinstance(msg, Synced):
+                    parking.on_synced(s, topic, msg)
+                elif isinstance(msg, Ask):
+                    reply = parking.answer(s, topic, msg)
+                    answer_to = Topic(topic.site, topic.gateway, Kind.ANSWER)
+                    out.replies.append((str(answer_to), reply.model_dump_json().encode()))
             sequenced = []
-            mine = [(t, m, r) for t, m, r in parsed if isinstance(m, Data | Event | Ack)]
+            sequenced_kinds = Data | Event | Ack | ParkRecord
+            mine = [(t, m, r) for t, m, r in parsed if isinstance(m, sequenced_kinds)]
             for t, _, _ in mine:
                 if t.gateway not in self._gw_site:
                     self._gw_site[t.gateway] = self._gateway(s, t.site, t.gateway).site_id
@@ -198,7 +210,9 @@ class Applier:
             fresh = self._dedupe(s, sequenced)
             out.duplicates = len(sequenced) - len(fresh)
             out.applied = len(fresh)
+            self.refused: list[tuple[Raw, str, str | None]] = []
             out.values = self._apply_sequenced(s, fresh)
+            dead += self.refused
             self._count(s, sequenced, fresh)
             del locked
             for raw, reason, gw_id in dead:
@@ -273,8 +287,21 @@ class Applier:
         if gw is not None and d.bdseq == gw.bdseq:
             gw.online = False  # a death for an older connection is stale: ignored
 
-    def _touch(self, s: Session, gateway: str) -> None:
-        s.execute(update(Gateway).where(col(Gateway.id) == gateway).values(last_seen=utcnow()))
+    def _status(self, s: Session, gateway: str, st: Status) -> None:
+        # an older retained status (redelivered after a newer one) never replaces it
+        newer = ms_to_dt(st.ts)
+        s.execute(
+            update(Gateway)
+            .where(
+                col(Gateway.id) == gateway,
+                (col(Gateway.status_at).is_(None)) | (col(Gateway.status_at) < newer),
+            )
+            .values(
+                last_seen=utcnow(),
+                status={"metrics": st.metrics, "devices": st.devices},
+                status_at=newer,
+            )
+        )
 
     def _device(self, s: Session, site: str, gateway: str, device: str) -> int:
         key = (gateway, device)
@@ -345,6 +372,12 @@ class Applier:
                 self._event(s, t, m)
             elif isinstance(m, Ack):
                 self._ack(s, t, m)
+            elif isinstance(m, ParkRecord):
+                refused = parking.apply_record(s, t, m)
+                if refused:
+                    self.refused.append(
+                        (Raw(str(t), m.model_dump_json().encode()), refused, t.gateway)
+                    )
         if samples:
             self.sink.write(s, samples)
         conn = s.connection()

@@ -19,6 +19,7 @@ from sqlmodel import col, select
 
 from hub.db import session_scope
 from hub.models import Command, utcnow
+from hub.parking import sync as parking_sync
 from hub.settings import HubSettings
 from protocols.mqtt import Command as CommandMsg
 from protocols.mqtt import Kind, Topic, Write
@@ -47,6 +48,9 @@ class Dispatcher:
         self._client.loop_start()
         self._thread.start()
 
+    def _publish(self, topic: str, payload: bytes) -> None:
+        self._client.publish(topic, payload, qos=1)
+
     def kick(self) -> None:
         self._kick.set()
 
@@ -63,6 +67,11 @@ class Dispatcher:
                 self.tick()
             except Exception:
                 log.exception("command dispatch failed")
+            try:
+                if self._client.is_connected():
+                    parking_sync.tick(self.engine, self._publish)
+            except Exception:
+                log.exception("parking sync failed")
             self._kick.wait(2.0)
             self._kick.clear()
 

@@ -190,6 +190,8 @@ class Consumer:
                 log.exception("ingest batch of %d failed; retrying", len(batch))
                 if self._stop.wait(1.0):
                     return  # not acknowledged: the broker redelivers after a restart
+        for topic, payload in out.replies:  # answers to edges' questions, after the commit
+            self._client.publish(topic, payload, qos=1)
         for mid, qos, _ in batch:
             if qos > 0:
                 self._client.ack(mid, qos)

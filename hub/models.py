@@ -63,6 +63,9 @@ class Gateway(SQLModel, table=True):
     duplicates: int = 0
     gaps: int = 0  # sequence numbers missing (lost upstream, or not yet arrived)
     bad: int = 0  # dead letters attributed to it
+    # its latest retained status message: agent metrics and per-device online/offline
+    status: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    status_at: datetime | None = ts_field(nullable=True)
 
 
 class Device(SQLModel, table=True):

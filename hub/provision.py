@@ -1,10 +1,10 @@
 """Gateway credentials, and the Mosquitto password file and ACL that confine each gateway.
 
 A gateway logs in with its id as user name; the ACL lets it write only under its own
-``wuye/v1/{site}/{gateway}/`` and read only its own ``cmd`` topic, so it can neither
-publish as another gateway nor read another's commands. The hub's own user reads
-everything and writes commands. Files are rewritten whole (atomically) from the database.
-Reload Mosquitto afterwards (SIGHUP) for the change to take effect.
+``wuye/v1/{site}/{gateway}/`` and read only its own ``cmd``, ``sync`` and ``answer``
+topics, so it can neither publish as another gateway nor read another's commands or
+parking state. The hub's own user reads everything and writes those three. Files are
+rewritten whole (atomically) from the database. Reload Mosquitto afterwards (SIGHUP).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
 
 def acl_for(site: str, gateway: str) -> list[str]:
     base = f"{ROOT}/{site}/{gateway}"
-    writes = [Kind.BIRTH, Kind.DEATH, Kind.ACK, Kind.STATUS]
+    writes = [Kind.BIRTH, Kind.DEATH, Kind.ACK, Kind.STATUS, Kind.PARK, Kind.SYNCED, Kind.ASK]
     return [
         f"user {gateway}",
         *(f"topic write {base}/{k}" for k in writes),
         f"topic write {base}/{Kind.DATA}/+",
         f"topic write {base}/{Kind.EVENT}",
         f"topic write {base}/{Kind.EVENT}/+",
-        f"topic read {base}/{Kind.CMD}",
+        *(f"topic read {base}/{k}" for k in (Kind.CMD, Kind.SYNC, Kind.ANSWER)),
     ]
 
 
@@ -92,7 +92,7 @@ def provision(
         "# written by `python -m hub gateways provision`; edits are overwritten",
         f"user {hub_user}",
         f"topic read {ROOT}/#",
-        f"topic write {ROOT}/+/+/{Kind.CMD}",
+        *(f"topic write {ROOT}/+/+/{k}" for k in (Kind.CMD, Kind.SYNC, Kind.ANSWER)),
         "",
     ]
     for g in session.exec(select(Gateway).order_by(col(Gateway.id))).all():

@@ -37,6 +37,12 @@ class Kind(StrEnum):
     ACK = "ack"  # edge -> hub, QoS 1, sequenced: result of a command
     STATUS = "status"  # edge -> hub, QoS 0, retained: health and metrics snapshot
     CMD = "cmd"  # hub -> edge, QoS 1
+    # parking (protocols/parking/messages.py)
+    PARK = "park"  # edge -> hub, QoS 1, sequenced: entries, exits, booth payments
+    SYNC = "sync"  # hub -> edge, QoS 1: a lot's passes, lists, policy and payments
+    SYNCED = "synced"  # edge -> hub, QoS 1: the state version the edge now holds
+    ASK = "ask"  # edge -> hub, QoS 1: has this session been paid?
+    ANSWER = "answer"  # hub -> edge, QoS 1: the payments of the session asked about
 
 
 def check_id(value: str, what: str) -> str:
@@ -193,7 +199,7 @@ class Status(_Message):
     devices: dict[str, str]  # device id -> online | offline | unknown
 
 
-_BY_KIND: dict[Kind, type[_Message]] = {
+_BY_KIND: dict[Kind, type[BaseModel]] = {
     Kind.BIRTH: Birth,
     Kind.DEATH: Death,
     Kind.DATA: Data,
@@ -204,7 +210,24 @@ _BY_KIND: dict[Kind, type[_Message]] = {
 }
 
 
-def parse(topic: str, payload: bytes) -> tuple[Topic, _Message]:
+def _model_of(kind: Kind) -> type[BaseModel]:
+    if kind not in _BY_KIND:
+        # imported on first use: the parking messages build on this module's types
+        from protocols.parking import messages as pm
+
+        _BY_KIND.update(
+            {
+                Kind.PARK: pm.ParkRecord,
+                Kind.SYNC: pm.Sync,
+                Kind.SYNCED: pm.Synced,
+                Kind.ASK: pm.Ask,
+                Kind.ANSWER: pm.Answer,
+            }
+        )
+    return _BY_KIND[kind]
+
+
+def parse(topic: str, payload: bytes) -> tuple[Topic, BaseModel]:
     """Topic and typed message of one MQTT publish; MessageError says what is wrong.
 
     A gateway publishing under another gateway's id (``gw`` field differing from the
@@ -220,7 +243,7 @@ def parse(topic: str, payload: bytes) -> tuple[Topic, _Message]:
     if obj.get("v") != VERSION:
         raise MessageError(f"unknown schema version {obj.get('v')!r}")
     try:
-        msg = _BY_KIND[t.kind].model_validate(obj)
+        msg = _model_of(t.kind).model_validate(obj)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])

@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from hub.api.routes import auth, commands, health, payments, registry
+from hub.api.routes import auth, commands, health, parking, payments, registry
 from hub.dispatch import Dispatcher
+from hub.parking import service as parking_service
 from hub.runtime import make_consumer
 from hub.settings import HubSettings
 
@@ -24,6 +25,7 @@ def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
         app.state.user_cache = {}
         app.state.dispatcher = Dispatcher(settings, engine)
         app.state.dispatcher.start()
+        unregister = parking_service.register_payments()
         app.state.consumer = None
         if settings.embedded_ingest:
             app.state.consumer = make_consumer(settings, engine)
@@ -36,8 +38,10 @@ def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
             if app.state.consumer is not None:
                 app.state.consumer.stop()
             app.state.dispatcher.stop()
+            unregister()
 
     app = FastAPI(title="wuye hub", version="0.1.0", lifespan=lifespan)
-    for r in (auth.router, registry.router, commands.router, payments.router, health.router):
+    routers = (auth, registry, commands, payments, parking, health)
+    for r in (m.router for m in routers):
         app.include_router(r)
     return app

@@ -6,7 +6,8 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
-import hub.models  # noqa: F401  (registers the tables on the metadata)
+import hub.models
+import hub.parking.models  # noqa: F401
 from hub.payments import models as payment_models  # noqa: F401
 
 config = context.config
