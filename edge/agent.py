@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -34,6 +34,9 @@ from protocols.mqtt import (
     Topic,
 )
 from protocols.registers import DataType
+
+if TYPE_CHECKING:
+    from edge.parking.site import ParkingSite
 
 log = logging.getLogger(__name__)
 AGENT_VERSION = "wuye-edge/0.1.0"
@@ -78,6 +81,11 @@ class Agent:
             d: str(Topic(cfg.site, cfg.gateway, Kind.DATA, d)) for d in self.devices
         }
         self._ack_topic = str(Topic(cfg.site, cfg.gateway, Kind.ACK))
+        self.parking: ParkingSite | None = None
+        if cfg.parking is not None:
+            from edge.parking.site import ParkingSite  # serial and HTTP drivers: only if used
+
+            self.parking = ParkingSite(cfg.parking, cfg.site, cfg.gateway, self.outbox, self.link)
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_server: Any = None
         self.started = time.monotonic()
@@ -87,6 +95,8 @@ class Agent:
     # -- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> Agent:
         await self.outbox.__aenter__()
+        if self.parking is not None:
+            await self.parking.__aenter__()  # its state is loaded before the hub can sync it
         self._tasks.append(asyncio.create_task(self.link.run(), name="mqtt-link"))
         for p in self.pollers:
             self._tasks.append(asyncio.create_task(p.run(), name=f"poll-{p.bus.name}"))
@@ -129,6 +139,8 @@ class Agent:
         self._tasks.clear()
         for p in self.pollers:
             await p.bus.close()
+        if self.parking is not None:
+            await self.parking.__aexit__(None, None, None)
         await self.outbox.__aexit__(None, None, None)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -266,6 +278,7 @@ class Agent:
             "bad_commands_total": self.bad_commands,
             "devices_online": sum(d.state is DeviceState.ONLINE for d in self.devices.values()),
             "devices_offline": sum(d.state is DeviceState.OFFLINE for d in self.devices.values()),
+            **(self.parking.stats() if self.parking is not None else {}),
         }
 
     def bus_metrics(self) -> dict[str, dict[str, float]]:

@@ -129,6 +129,36 @@ class DeviceConfig(_Frozen):
     report: Report | None = None
 
 
+class LaneConfig(_Frozen):
+    """One barrier gate: its controller's serial line, and what identifies vehicles there."""
+
+    gate: Ident
+    direction: Literal["in", "out"]
+    port: str  # the gate controller's serial port (RS-485 adapter, or a pseudo-terminal)
+    address: Annotated[int, Field(ge=1, le=254)] = 1
+    baudrate: Annotated[int, Field(ge=1200, le=115200)] = 9600
+    reader: str | None = None  # the IC-card reader's serial port, if the lane has one
+    camera: Ident | None = None  # the id of the plate camera watching this lane
+
+
+class ParkingConfig(_Frozen):
+    lot: Ident
+    camera_host: str = "0.0.0.0"
+    camera_port: Annotated[int, Field(ge=0, le=65535)] = 8088
+    min_confidence: Annotated[int, Field(ge=0, le=100)] = 80  # below: ignored, counted
+    repeat_s: Annotated[float, Field(ge=0, le=300)] = 10.0  # one vehicle, several reads
+    lanes: Annotated[tuple[LaneConfig, ...], Field(min_length=1)]
+
+    @field_validator("lanes")
+    @classmethod
+    def _distinct(cls, lanes: tuple[LaneConfig, ...]) -> tuple[LaneConfig, ...]:
+        for what in ("gate", "port", "camera", "reader"):
+            values = [getattr(lane, what) for lane in lanes if getattr(lane, what) is not None]
+            if len(values) != len(set(values)):
+                raise ValueError(f"two lanes share a {what}")
+        return lanes
+
+
 class SiteConfig(_Frozen):
     site: Ident
     gateway: Ident
@@ -138,6 +168,7 @@ class SiteConfig(_Frozen):
     status_interval: Seconds = 10.0
     buses: tuple[Bus, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
+    parking: ParkingConfig | None = None
 
 
 class Site:

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from hub.models import Site
 from hub.parking.models import (
     ParkingChange,
     ParkingListEntry,
@@ -100,6 +101,8 @@ def create_lot(
     parse_rule(policy.rule, "policy.rule")
     if s.get(ParkingLot, lot_id) is not None:
         raise ParkingError(f"lot {lot_id!r} exists")
+    if s.get(Site, site_id) is None:
+        s.add(Site(id=site_id, name=site_id))  # a lot may be set up before its edge is seen
     lot = ParkingLot(id=lot_id, site_id=site_id, gateway_id=gateway_id, name=name)
     s.add(lot)
     s.add(ParkingSync(lot_id=lot_id))

@@ -1,0 +1,154 @@
+"""A lot's devices at the edge wired to its parking service.
+
+Owns the gate controllers, card readers and the camera receiver of the site config's
+``parking`` section; turns their events into vehicles at gates (one vehicle read several
+times within ``repeat_s`` is one vehicle), and keeps the last verdict per lane for the
+booth (a car held at an exit is paid for there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+
+from edge.config import ParkingConfig
+from edge.parking.camera import CameraReceiver
+from edge.parking.gate import GateController, GateEventKind
+from edge.parking.lot import Verdict
+from edge.parking.reader import CardReader
+from edge.parking.service import HubLink, Lane, Outbox, ParkingService
+from protocols.parking.messages import Action, Direction
+
+log = logging.getLogger(__name__)
+
+
+class ParkingSite:
+    def __init__(
+        self, cfg: ParkingConfig, site: str, gateway: str, outbox: Outbox, link: HubLink
+    ) -> None:
+        self.cfg = cfg
+        self.gates = {
+            lane.gate: GateController(
+                lane.port, address=lane.address, name=lane.gate, baudrate=lane.baudrate
+            )
+            for lane in cfg.lanes
+        }
+        self.readers = {
+            lane.gate: CardReader(lane.reader, name=f"{lane.gate}-reader")
+            for lane in cfg.lanes
+            if lane.reader
+        }
+        self.by_camera = {lane.camera: lane.gate for lane in cfg.lanes if lane.camera}
+        self.camera = (
+            CameraReceiver(cfg.camera_host, cfg.camera_port, cameras=set(self.by_camera))
+            if self.by_camera
+            else None
+        )
+        lanes = {lane.gate: Lane(lane.gate, Direction(lane.direction)) for lane in cfg.lanes}
+        self.service = ParkingService(site, gateway, cfg.lot, lanes, self.gates, outbox, link)
+        # per gate, the last vehicle and its verdict: what the booth shows and acts on
+        self.last: dict[str, tuple[Verdict, str | None, str | None]] = {}
+        self.low_confidence = 0
+        self.repeats = 0
+        self._recent: dict[tuple[str, str], float] = {}
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> ParkingSite:
+        for gate in self.gates.values():
+            await self._stack.enter_async_context(gate)
+        for reader in self.readers.values():
+            await self._stack.enter_async_context(reader)
+        if self.camera is not None:
+            await self._stack.enter_async_context(self.camera)
+        await self.service.start()
+        for gate_id, reader in self.readers.items():
+            self._spawn(f"cards-{gate_id}", self._cards(gate_id, reader))
+        if self.camera is not None:
+            self._spawn("plates", self._plates(self.camera))
+        for gate in self.gates.values():
+            self._spawn(f"gate-events-{gate.name}", self._gate_events(gate))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stack.aclose()
+
+    def _spawn(self, name: str, coro: Awaitable[None]) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
+
+    def _fresh(self, gate: str, who: str) -> bool:
+        """False for a vehicle read again at the same gate within ``repeat_s``."""
+        now = time.monotonic()
+        key = (gate, who)
+        last = self._recent.get(key)
+        if len(self._recent) > 10_000:
+            self._recent = {k: t for k, t in self._recent.items() if now - t < self.cfg.repeat_s}
+        if last is not None and now - last < self.cfg.repeat_s:
+            self.repeats += 1
+            return False
+        self._recent[key] = now
+        return True
+
+    async def _decide(self, gate: str, plate: str | None = None, card: str | None = None) -> None:
+        try:
+            verdict = await self.service.vehicle(gate, plate=plate, card=card)
+        except Exception:  # one vehicle's trouble must not stop the lane
+            log.exception("deciding for %s at %s failed", plate or card, gate)
+        else:
+            self.last[gate] = (verdict, plate, card)
+
+    async def _cards(self, gate: str, reader: CardReader) -> None:
+        async for read in reader.events:
+            if self._fresh(gate, read.uid):
+                await self._decide(gate, card=read.uid)
+
+    async def _plates(self, camera: CameraReceiver) -> None:
+        async for ev in camera.events:
+            gate = self.by_camera.get(ev.push.camera_id)
+            if gate is None:
+                continue
+            if ev.push.confidence < self.cfg.min_confidence:
+                self.low_confidence += 1
+                log.info("ignored %s at %s: confidence %d", ev.push.plate, gate, ev.push.confidence)
+                continue
+            if self._fresh(gate, ev.push.plate):
+                await self._decide(gate, plate=ev.push.plate)
+
+    async def _gate_events(self, gate: GateController) -> None:
+        async for ev in gate.events:
+            if ev.kind in (GateEventKind.FAULT, GateEventKind.OFFLINE):
+                log.warning("gate %s: %s %s", gate.name, ev.kind, ev.fault)
+
+    # -- the booth -----------------------------------------------------------------------------
+    async def booth_payment(self, gate: str, fen: int, operator: str) -> Verdict:
+        """The booth took ``fen`` for the car last held at exit ``gate``; let it out."""
+        last = self.last.get(gate)
+        if last is None or last[0].action is not Action.BOOTH:
+            raise LookupError(f"no car held at {gate}")
+        _, plate, card = last
+        verdict = await self.service.booth_payment(gate, plate, fen, operator, card=card)
+        self.last[gate] = (verdict, plate, card)
+        return verdict
+
+    def stats(self) -> dict[str, int]:
+        out = {
+            "parking_decisions_total": self.service.decisions,
+            "parking_bad_syncs_total": self.service.bad_syncs,
+            "parking_gate_failures_total": self.service.gate_failures,
+            "parking_low_confidence_total": self.low_confidence,
+            "parking_repeats_total": self.repeats,
+            "parking_state_version": self.service.state.version,
+            "parking_inside": len(self.service.state.sessions),
+        }
+        if self.camera is not None:
+            out["parking_camera_refused_total"] = self.camera.stats.refused
+        out["parking_bad_frames_total"] = sum(
+            g.decoder_stats.bad_frames for g in self.gates.values()
+        ) + sum(r.decoder_stats.bad_frames for r in self.readers.values())
+        return out

@@ -1,0 +1,156 @@
+"""Parking end to end: cameras push plates to the edge, gates on pseudo-terminals open,
+records reach the hub through a real Mosquitto, and the hub's state reaches the gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from deploy.mosquitto import free_port
+from edge.agent import Agent
+from edge.config import load_site
+from hub.api.app import create_app
+from hub.auth import Role, create_user
+from hub.db import make_engine, session_scope, upgrade
+from hub.parking.models import ParkingSession, ParkingSync
+from hub.settings import load_settings
+from simulators.parking.camera import PlateCamera
+from simulators.parking.gate import GateSimulator
+
+PW = "correct horse battery"
+RULE = {
+    "kind": "standard",
+    "free_minutes": 15,
+    "first": {"minutes": 60, "fen": 500},
+    "step": {"minutes": 30, "fen": 200},
+    "cap_fen": 3000,
+}
+
+
+def until(predicate, timeout: float = 30, what: str = "condition") -> None:
+    """Poll state that has no event to wait on (the hub's database), with a deadline."""
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout}s")
+        tick.wait(0.05)
+
+
+def parking_site(
+    tmp_path: Path, broker_url: str, gates: dict[str, GateSimulator], port: int
+) -> Path:
+    cfg: dict[str, Any] = {
+        "site": "s1",
+        "gateway": "gw-1",
+        "broker": {"url": broker_url},
+        "outbox": {"path": str(tmp_path / "outbox.db"), "commit_interval": 0.2},
+        "parking": {
+            "lot": "north",
+            "camera_host": "127.0.0.1",
+            "camera_port": port,
+            "lanes": [
+                {"gate": "in1", "direction": "in", "port": gates["in1"].path, "camera": "cam-in1"},
+                {
+                    "gate": "out1",
+                    "direction": "out",
+                    "port": gates["out1"].path,
+                    "camera": "cam-out1",
+                },
+            ],
+        },
+    }
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    return path
+
+
+async def test_a_pass_made_while_the_edge_was_away_reaches_the_gate(broker, tmp_path):
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    settings = load_settings(
+        database_url=url, mqtt_url=broker.url, secret_file=tmp_path / "secret", ingest_linger_ms=10
+    )
+    with session_scope(engine) as s:
+        create_user(s, "mgr", PW, Role.SITE_MANAGER, ["s1"])
+    camera_port = free_port()
+    cam_url = f"http://127.0.0.1:{camera_port}/api/plates"
+    async with (
+        GateSimulator(name="in1", travel_time=0.05) as gate_in,
+        GateSimulator(name="out1", travel_time=0.05) as gate_out,
+    ):
+        config = parking_site(tmp_path, broker.url, {"in1": gate_in, "out1": gate_out}, camera_port)
+        with TestClient(create_app(settings, engine)) as hub:
+            token = hub.post("/api/v1/auth/token", data={"username": "mgr", "password": PW})
+            auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+            lot = {
+                "id": "north",
+                "site_id": "s1",
+                "gateway_id": "gw-1",
+                "policy": {"capacity": 10, "rule": RULE},
+            }
+            # the lot is set up before its gateway was ever seen
+            assert hub.post("/api/v1/lots", json=lot, headers=auth).status_code == 201
+            now = datetime.now(UTC)
+            a_pass = {
+                "plate": "浙A88888",
+                "start": (now - timedelta(days=1)).isoformat(),
+                "end": (now + timedelta(days=30)).isoformat(),
+            }
+            assert (
+                hub.post("/api/v1/lots/north/passes", json=a_pass, headers=auth).status_code == 201
+            )
+
+            def sync_state() -> ParkingSync:
+                with Session(engine) as s:
+                    st = s.get(ParkingSync, "north")
+                    assert st is not None
+                    return st
+
+            # sent to an edge that is not there: not confirmed, and not given up on
+            await asyncio.to_thread(until, lambda: sync_state().attempts >= 1, 10, "a first send")
+            assert sync_state().confirmed == 0
+
+            async with Agent(load_site(config)):
+                await asyncio.to_thread(
+                    until, lambda: sync_state().confirmed == 2, 30, "the edge confirming"
+                )
+                cam_in = PlateCamera(cam_url, "cam-in1", "in")
+                cam_out = PlateCamera(cam_url, "cam-out1", "out")
+                assert (await cam_in.recognize("浙A88888")).status == 200
+                await gate_in.wait_until(lambda: gate_in.opens_count == 1)
+                # a temporary car comes in, and leaves within the free minutes
+                await cam_in.recognize("浙B12345")
+                await gate_in.wait_until(lambda: gate_in.opens_count == 2)
+                await cam_out.recognize("浙B12345")
+                await gate_out.wait_until(lambda: gate_out.opens_count == 1)
+
+                def recorded() -> list[tuple[str | None, str, bool]]:
+                    with Session(engine) as s:
+                        rows = s.exec(select(ParkingSession)).all()
+                        return sorted((r.plate, r.status, r.exit_at is None) for r in rows)
+
+                await asyncio.to_thread(
+                    until,
+                    lambda: (
+                        recorded() == [("浙A88888", "inside", True), ("浙B12345", "exited", False)]
+                    ),
+                    30,
+                    "both stays at the hub",
+                )
+                lot_now = hub.get("/api/v1/lots/north", headers=auth).json()
+                assert lot_now["inside"] == 1 and lot_now["sync"]["confirmed"] == 2
+    with Session(engine) as s:
+        stay = s.exec(select(ParkingSession).where(ParkingSession.plate == "浙A88888")).one()
+        assert stay.lease == "monthly"
+    engine.dispose()
