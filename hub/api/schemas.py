@@ -38,6 +38,8 @@ class GatewayPublic(BaseModel):
     duplicates: int
     gaps: int
     bad: int
+    status: dict[str, Any] | None = None  # its last status: agent metrics, device states
+    status_at: datetime | None = None
 
 
 class DevicePublic(BaseModel):

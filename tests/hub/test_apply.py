@@ -212,3 +212,25 @@ def test_history_extracts_one_point_per_step_on_both_databases(applier, engine, 
         (10, 210.0, 219.0),
         (1, 220.0, 220.0),
     ]
+
+
+def test_the_latest_status_of_a_gateway_is_kept_and_an_older_one_never_replaces_it(applier, engine):
+    def status(ts, depth):
+        body = {
+            "v": 1,
+            "gw": "gw-1",
+            "ts": ts,
+            "metrics": {"outbox_depth": depth, "mqtt_online": 1},
+            "devices": {"em-1": "online"},
+        }
+        return Raw("wuye/v1/s1/gw-1/status", orjson.dumps(body))
+
+    applier.apply([birth(), status(T0 + 2000, 7)])
+    applier.apply([status(T0 + 1000, 99)])  # a retained copy redelivered late
+    with Session(engine) as s:
+        gw = s.get(Gateway, "gw-1")
+        assert gw.status == {
+            "metrics": {"outbox_depth": 7, "mqtt_online": 1},
+            "devices": {"em-1": "online"},
+        }
+        assert gw.status_at == ms_to_dt(T0 + 2000)
