@@ -5,7 +5,11 @@ alone, the decision and the session change are committed together with a critica
 ``park`` record in the outbox (one SQLite transaction), and only then the gate moves.
 The hub's ``sync`` messages replace or change the state; each applied version is made
 durable, then confirmed with ``synced``. At an exit that would be held for an unpaid fee,
-the hub is asked first when it is reachable (a visitor may have just paid online).
+the hub is asked first when it is reachable (a visitor may have just paid online). The
+lot is not held while the answer is awaited: other lanes keep deciding. An ask that goes
+unanswered (the hub is down, the broker up) makes the edge treat the hub as unreachable
+until it hears from it again or ``HUB_RETRY_S`` have passed, so that an outage costs one
+wait of ``ASK_TIMEOUT``, not one per car.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from protocols.parking.messages import (
 log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 1.5  # s: how long an exit waits for the hub before sending the car to the booth
+HUB_RETRY_S = 30.0  # s: after an unanswered ask, exits do not ask again for this long
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS parking_state (
@@ -108,6 +113,10 @@ class ParkingService:
         self.decisions = 0
         self.bad_syncs = 0
         self.gate_failures = 0
+        self.asks = 0  # exits that asked the hub about a payment
+        self.asks_paid = 0  # ... and were let out thanks to a payment learnt from the answer
+        self.asks_unanswered = 0
+        self._hub_silent_until = 0.0  # monotonic: no asks before (an ask went unanswered)
         self.latencies: list[float] = []  # s, event in to gate command out (bench reads it)
         link.handlers[Kind.SYNC] = self.on_sync
         link.handlers[Kind.ANSWER] = self.on_answer
@@ -181,9 +190,16 @@ class ParkingService:
                 verdict = self.state.decide_entry(plate, card, at)
             else:
                 verdict = self.state.decide_exit(plate, card, at, hub_reachable=self._reachable())
-                if verdict.action is Action.BOOTH and verdict.due_fen > 0 and self._reachable():
-                    verdict = await self._ask_then_decide(verdict, plate, card, at)
-            await self._record(gate, lane.direction, verdict, plate, card, at)
+            ask = (
+                lane.direction is Direction.OUT
+                and verdict.action is Action.BOOTH
+                and verdict.due_fen > 0
+                and self._reachable()
+            )
+            if not ask:
+                await self._record(gate, lane.direction, verdict, plate, card, at)
+        if ask:
+            verdict = await self._ask_then_decide(gate, verdict, plate, card, at)
         self.decisions += 1
         if verdict.action is Action.OPEN:
             await self._open(gate)
@@ -256,7 +272,12 @@ class ParkingService:
             self.state.sessions[session] = row
 
     def _reachable(self) -> bool:
+        if time.monotonic() < self._hub_silent_until:
+            return False
         return bool(getattr(self.link, "online", None) and self.link.online.is_set())  # type: ignore[attr-defined]
+
+    def _heard_from_hub(self) -> None:
+        self._hub_silent_until = 0.0
 
     async def _open(self, gate: str) -> None:
         try:
@@ -330,8 +351,30 @@ class ParkingService:
 
     # -- the hub -------------------------------------------------------------------------------
     async def _ask_then_decide(
-        self, held: Verdict, plate: str | None, card: str | None, at: int
+        self, gate: str, held: Verdict, plate: str | None, card: str | None, at: int
     ) -> Verdict:
+        """Ask the hub whether ``held``'s session was paid, then decide again and record.
+
+        The lot's lock is not held while waiting: the state may change meanwhile (a sync
+        bringing the payment), so the decision is made again from the state as it is then.
+        """
+        self.asks += 1
+        answer = await self._ask(held, plate, card, at)
+        async with self._lock:
+            fresh = [p for p in answer.paid if p.id not in self.state.paid] if answer else []
+            if fresh:
+                await self._keep_paid(fresh)
+            verdict = self.state.decide_exit(plate, card, at, hub_reachable=self._reachable())
+            if fresh and verdict.action is Action.OPEN:
+                self.asks_paid += 1
+            await self._record(gate, Direction.OUT, verdict, plate, card, at)
+        return verdict
+
+    async def _ask(
+        self, held: Verdict, plate: str | None, card: str | None, at: int
+    ) -> Answer | None:
+        """The hub's answer about ``held``'s session; None if it could not be asked or
+        did not answer in time (then the hub counts as unreachable for a while)."""
         ask_id = uuid.uuid4().hex
         ask = Ask(
             gw=self.gateway,
@@ -345,19 +388,20 @@ class ParkingService:
         self._asks[ask_id] = fut
         try:
             if not self.link.publish_now(Kind.ASK, ask.model_dump_json().encode()):
-                return held
+                return None
             async with asyncio.timeout(ASK_TIMEOUT):
-                answer = await fut
+                return await fut
         except TimeoutError:
-            log.warning("the hub did not answer about session %s in time", held.session)
-            return held
+            self.asks_unanswered += 1
+            self._hub_silent_until = time.monotonic() + HUB_RETRY_S
+            log.warning(
+                "the hub did not answer about session %s in time; not asking for %.0f s",
+                held.session,
+                HUB_RETRY_S,
+            )
+            return None
         finally:
             self._asks.pop(ask_id, None)
-        fresh = [p for p in answer.paid if p.id not in self.state.paid]
-        if not fresh:
-            return held
-        await self._keep_paid(fresh)
-        return self.state.decide_exit(plate, card, at, hub_reachable=True)
 
     async def _keep_paid(self, paid: list[Paid]) -> None:
         # payments learnt from an answer are kept at once; the sync that follows repeats them
@@ -385,6 +429,7 @@ class ParkingService:
         except ValueError as exc:
             log.warning("malformed answer from the hub: %s", str(exc).splitlines()[0])
             return
+        self._heard_from_hub()  # even a late answer says the hub is back
         fut = self._asks.get(answer.id)
         if fut is not None and not fut.done():
             fut.set_result(answer)
@@ -396,6 +441,7 @@ class ParkingService:
             self.bad_syncs += 1
             log.warning("malformed sync from the hub: %s", str(exc).splitlines()[0])
             return
+        self._heard_from_hub()
         if sync.lot != self.lot:
             self.bad_syncs += 1
             log.warning("sync for lot %s ignored: this gateway runs %s", sync.lot, self.lot)
