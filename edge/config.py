@@ -147,6 +147,8 @@ class ParkingConfig(_Frozen):
     camera_port: Annotated[int, Field(ge=0, le=65535)] = 8088
     min_confidence: Annotated[int, Field(ge=0, le=100)] = 80  # below: ignored, counted
     repeat_s: Annotated[float, Field(ge=0, le=300)] = 10.0  # one vehicle, several reads
+    booth_host: str = "127.0.0.1"
+    booth_port: Annotated[int, Field(ge=0, le=65535)] | None = None  # the booth's HTTP, if any
     lanes: Annotated[tuple[LaneConfig, ...], Field(min_length=1)]
 
     @field_validator("lanes")

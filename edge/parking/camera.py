@@ -83,7 +83,7 @@ _STATUS = {
 }
 
 
-class _Server(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # signals belong to the agent, not to one of its receivers
@@ -116,7 +116,7 @@ class CameraReceiver:
         self._logged: dict[tuple[str, str], float] = {}
         self._now = now or (lambda: datetime.now(UTC))
         self._socket: socket.socket | None = None
-        self._server: _Server | None = None
+        self._server: QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -151,7 +151,7 @@ class CameraReceiver:
             timeout_keep_alive=10,
             timeout_graceful_shutdown=1,
         )
-        self._server = _Server(config)
+        self._server = QuietServer(config)
         # the socket already listens: a push that comes before uvicorn attaches waits
         self._task = asyncio.create_task(
             self._server.serve(sockets=[self._socket]), name=f"{self.name}-http"

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable
+from typing import Any
 
 from edge.config import ParkingConfig
 from edge.parking.camera import CameraReceiver
@@ -54,6 +55,7 @@ class ParkingSite:
         self.low_confidence = 0
         self.repeats = 0
         self._recent: dict[tuple[str, str], float] = {}
+        self.booth: Any = None  # edge.parking.booth.Booth when booth_port is set
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -65,6 +67,12 @@ class ParkingSite:
         if self.camera is not None:
             await self._stack.enter_async_context(self.camera)
         await self.service.start()
+        if self.cfg.booth_port is not None:
+            from edge.parking.booth import Booth
+
+            self.booth = await self._stack.enter_async_context(
+                Booth(self, self.cfg.booth_host, self.cfg.booth_port)
+            )
         for gate_id, reader in self.readers.items():
             self._spawn(f"cards-{gate_id}", self._cards(gate_id, reader))
         if self.camera is not None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
@@ -47,7 +48,7 @@ def until(predicate, timeout: float = 30, what: str = "condition") -> None:
 
 
 def parking_site(
-    tmp_path: Path, broker_url: str, gates: dict[str, GateSimulator], port: int
+    tmp_path: Path, broker_url: str, gates: dict[str, GateSimulator], port: int, **parking: Any
 ) -> Path:
     cfg: dict[str, Any] = {
         "site": "s1",
@@ -67,6 +68,7 @@ def parking_site(
                     "camera": "cam-out1",
                 },
             ],
+            **parking,
         },
     }
     path = tmp_path / "site.yaml"
@@ -153,4 +155,77 @@ async def test_a_pass_made_while_the_edge_was_away_reaches_the_gate(broker, tmp_
     with Session(engine) as s:
         stay = s.exec(select(ParkingSession).where(ParkingSession.plate == "浙A88888")).one()
         assert stay.lease == "monthly"
+    engine.dispose()
+
+
+async def test_an_unpaid_car_is_held_and_the_booth_takes_the_fee_and_lets_it_out(broker, tmp_path):
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    settings = load_settings(
+        database_url=url, mqtt_url=broker.url, secret_file=tmp_path / "secret", ingest_linger_ms=10
+    )
+    # charged from the first second: 5 yuan for the first minute
+    rule = {
+        "kind": "standard",
+        "first": {"minutes": 1, "fen": 500},
+        "step": {"minutes": 1, "fen": 100},
+    }
+    with session_scope(engine) as s:
+        from hub.parking.service import create_lot
+        from protocols.parking.messages import Policy
+
+        create_lot(s, "north", "s1", "gw-1", Policy(capacity=5, rule=rule))
+    camera_port, booth_port = free_port(), free_port()
+    async with (
+        GateSimulator(name="in1", travel_time=0.05) as gate_in,
+        GateSimulator(name="out1", travel_time=0.05) as gate_out,
+    ):
+        gates = {"in1": gate_in, "out1": gate_out}
+        config = parking_site(tmp_path, broker.url, gates, camera_port, booth_port=booth_port)
+        with TestClient(create_app(settings, engine)):
+            async with Agent(load_site(config)) as agent:
+                assert agent.parking is not None
+                service = agent.parking.service
+                await asyncio.to_thread(
+                    until, lambda: service.state.policy is not None, 30, "the lot's policy"
+                )
+                cam_url = f"http://127.0.0.1:{camera_port}/api/plates"
+                await PlateCamera(cam_url, "cam-in1", "in").recognize("浙C55555")
+                await gate_in.wait_until(lambda: gate_in.opens_count == 1)
+                # the edge's clock, half a minute on: the car stayed 30 s (first minute due)
+                real = service.clock
+                service.clock = lambda: real() + 30_000
+                await PlateCamera(cam_url, "cam-out1", "out").recognize("浙C55555")
+                booth = f"http://127.0.0.1:{booth_port}"
+                async with httpx.AsyncClient(base_url=booth) as client:
+
+                    async def held() -> dict[str, Any]:
+                        return (await client.get("/booth")).json().get("out1", {})
+
+                    await gate_out.wait_until(lambda: "out1" in agent.parking.last)
+                    shown = await held()
+                    assert (shown["plate"], shown["action"], shown["due_fen"]) == (
+                        "浙C55555",
+                        "booth",
+                        500,
+                    )
+                    assert gate_out.opens_count == 0
+                    bad = await client.post("/booth/out1/pay", json={"fen": -1, "operator": "li"})
+                    assert bad.status_code == 422
+                    paid = await client.post("/booth/out1/pay", json={"fen": 500, "operator": "li"})
+                    assert paid.status_code == 200 and paid.json()["action"] == "open"
+                    await gate_out.wait_until(lambda: gate_out.opens_count == 1)
+
+                def settled() -> tuple[str, int, int] | None:
+                    with Session(engine) as s:
+                        row = s.exec(select(ParkingSession)).first()
+                        return (row.status, row.paid_booth_fen, row.fee_fen) if row else None
+
+                await asyncio.to_thread(
+                    until,
+                    lambda: settled() == ("exited", 500, 500),
+                    30,
+                    "the booth payment at the hub",
+                )
     engine.dispose()
