@@ -7,14 +7,13 @@ first run and kept in ``var/`` so tokens survive restarts.
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deploy.secrets import read_or_create_secret
 from protocols.errors import ConfigError
 
 
@@ -65,12 +64,7 @@ class HubSettings(BaseSettings):
         """The JWT signing secret; in development, generated once and kept in secret_file."""
         if self.jwt_secret:
             return self.jwt_secret
-        path = self.secret_file
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
-        return path.read_text().strip()
+        return read_or_create_secret(self.secret_file)
 
     def pay_secret(self) -> str:
         """The sandbox channel's shared secret; if not given, generated once in its file.
@@ -79,24 +73,7 @@ class HubSettings(BaseSettings):
         """
         if self.pay_sandbox_secret:
             return self.pay_sandbox_secret
-        return _read_or_create_secret(self.pay_secret_file)
-
-
-def _read_or_create_secret(path: Path) -> str:
-    """The secret in ``path``, made first if missing; two processes racing get the same one."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48))
-        try:
-            os.link(tmp, path)  # atomic: nobody ever reads a half-written secret
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return path.read_text().strip()
+        return read_or_create_secret(self.pay_secret_file)
 
 
 def load_settings(**overrides: object) -> HubSettings:

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import random
-import secrets
 import signal
 import socket
 import sys
@@ -47,6 +46,8 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+
+from deploy.secrets import read_or_create_secret as shared_secret
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Wuye-Signature"
@@ -426,19 +427,7 @@ async def _post(url: str, headers: dict[str, str], body: bytes, timeout: float) 
 
 def read_or_create_secret(path: Path) -> bytes:
     """The shared secret in ``path`` (the hub's WUYE_HUB_PAY_SECRET_FILE), made if missing."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48))
-        try:
-            os.link(tmp, path)  # atomic: the hub never reads half a secret
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return path.read_text().strip().encode()
+    return shared_secret(path).encode()
 
 
 app = typer.Typer(add_completion=False, help="Sandbox payment provider for the hub.")

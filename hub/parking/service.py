@@ -155,15 +155,18 @@ def delete_pass(s: Session, lot_id: str, pass_id: str) -> int:
 def put_list_entry(s: Session, e: ParkingListEntry) -> int:
     s.add(e)
     s.flush()
-    value = ListEntry(
+    return _change(s, e.lot_id, ChangeKind.LIST, e.id, _list_msg(e).model_dump(mode="json"))
+
+
+def _list_msg(e: ParkingListEntry) -> ListEntry:
+    return ListEntry(
         id=e.id,
         plate=e.plate,
         kind=ListKind(e.kind),
         start=ms(e.start),
         end=ms(e.end) if e.end else None,
         note=e.note,
-    ).model_dump(mode="json")
-    return _change(s, e.lot_id, ChangeKind.LIST, e.id, value)
+    )
 
 
 def extend_pass(
@@ -200,15 +203,8 @@ def snapshot(s: Session, lot: ParkingLot) -> Sync:
             Change(kind=ChangeKind.PASS, key=p.id, value=_pass_msg(p).model_dump(mode="json"))
         )
     for e in s.exec(select(ParkingListEntry).where(ParkingListEntry.lot_id == lot.id)):
-        value = ListEntry(
-            id=e.id,
-            plate=e.plate,
-            kind=ListKind(e.kind),
-            start=ms(e.start),
-            end=ms(e.end) if e.end else None,
-            note=e.note,
-        )
-        changes.append(Change(kind=ChangeKind.LIST, key=e.id, value=value.model_dump(mode="json")))
+        value = _list_msg(e).model_dump(mode="json")
+        changes.append(Change(kind=ChangeKind.LIST, key=e.id, value=value))
     for paid in _open_session_payments(s, lot.id):
         changes.append(
             Change(kind=ChangeKind.PAID, key=paid.id, value=paid.model_dump(mode="json"))

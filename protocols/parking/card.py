@@ -20,10 +20,9 @@ from enum import IntEnum
 from protocols.parking.framing import (
     ETX,
     STX,
-    DecodeStats,
     FrameError,
     Problem,
-    Splitter,
+    StreamDecoder,
     xor8,
 )
 
@@ -90,30 +89,11 @@ def decode_inside(inside: bytes) -> CardFrame:
     return CardFrame(CardType(data[1]), data[2:-1])
 
 
-class CardDecoder:
+class CardDecoder(StreamDecoder[CardFrame]):
     """Incremental: feed bytes as they come, get the reads that completed.
 
     Never raises; each frame thrown away is counted in ``stats`` by its :class:`Problem`.
     """
 
     def __init__(self) -> None:
-        self.stats = DecodeStats()
-        self._splitter = Splitter(2 * (3 + max(UID_SIZES)), self.stats)
-
-    @property
-    def pending(self) -> int:
-        return self._splitter.pending
-
-    def reset(self) -> None:
-        self._splitter.reset()
-
-    def feed(self, data: bytes) -> list[CardFrame]:
-        out: list[CardFrame] = []
-        for inside in self._splitter.feed(data):
-            try:
-                out.append(decode_inside(inside))
-            except FrameError as exc:
-                self.stats.count(exc.problem)
-                continue
-            self.stats.frames += 1
-        return out
+        super().__init__(2 * (3 + max(UID_SIZES)), decode_inside)

@@ -20,10 +20,9 @@ from enum import IntEnum
 from protocols.parking.framing import (
     ETX,
     STX,
-    DecodeStats,
     FrameError,
     Problem,
-    Splitter,
+    StreamDecoder,
     crc16_modbus,
 )
 
@@ -296,30 +295,11 @@ def _message(addr: int, seq: int, command: Command, p: bytes) -> GateMessage:
     raise AssertionError(command)  # pragma: no cover - every Command is matched above
 
 
-class GateDecoder:
+class GateDecoder(StreamDecoder[GateMessage]):
     """Incremental: feed bytes as they come, get the messages that completed.
 
     Never raises; each frame thrown away is counted in ``stats`` by its :class:`Problem`.
     """
 
     def __init__(self) -> None:
-        self.stats = DecodeStats()
-        self._splitter = Splitter(2 * (_HEAD + MAX_PAYLOAD + _CRC), self.stats)
-
-    @property
-    def pending(self) -> int:
-        return self._splitter.pending
-
-    def reset(self) -> None:
-        self._splitter.reset()
-
-    def feed(self, data: bytes) -> list[GateMessage]:
-        out: list[GateMessage] = []
-        for inside in self._splitter.feed(data):
-            try:
-                out.append(decode_inside(inside))
-            except FrameError as exc:
-                self.stats.count(exc.problem)
-                continue
-            self.stats.frames += 1
-        return out
+        super().__init__(2 * (_HEAD + MAX_PAYLOAD + _CRC), decode_inside)

@@ -9,10 +9,14 @@ frames, every frame that arrives intact is found.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from protocols.errors import DecodeError
+
+T = TypeVar("T")
 
 STX = 0x02
 ETX = 0x03
@@ -166,3 +170,33 @@ def xor8(data: bytes) -> int:
     for byte in data:
         out ^= byte
     return out
+
+
+class StreamDecoder(Generic[T]):
+    """Incremental: feed bytes as they come, get what the frames that completed decode to.
+
+    Never raises; each frame thrown away is counted in ``stats`` by its :class:`Problem`.
+    """
+
+    def __init__(self, max_inside: int, decode_inside: Callable[[bytes], T]) -> None:
+        self.stats = DecodeStats()
+        self._splitter = Splitter(max_inside, self.stats)
+        self._decode = decode_inside
+
+    @property
+    def pending(self) -> int:
+        return self._splitter.pending
+
+    def reset(self) -> None:
+        self._splitter.reset()
+
+    def feed(self, data: bytes) -> list[T]:
+        out: list[T] = []
+        for inside in self._splitter.feed(data):
+            try:
+                out.append(self._decode(inside))
+            except FrameError as exc:
+                self.stats.count(exc.problem)
+                continue
+            self.stats.frames += 1
+        return out

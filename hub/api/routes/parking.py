@@ -106,6 +106,7 @@ class SessionPublic(BaseModel):
 
 class QuotePublic(BaseModel):
     lot_id: str
+    site_id: str
     session: str
     plate: str
     entry_at: datetime
@@ -315,16 +316,21 @@ def _aware(*times: datetime | None) -> None:
 @router.get("/parking/{lot_id}/quote", dependencies=[Visitor])
 def visitor_quote(lot_id: str, plate: str, session: SessionDep) -> QuotePublic:
     """No login: the car's stay and what it owes now."""
+    return _quote(session, lot_id, plate)
+
+
+def _quote(session: Session, lot_id: str, plate: str) -> QuotePublic:
     lot = _lot(session, lot_id)
+    now = parking.utcnow()
     try:
         sess = parking.active_session(session, lot_id, plate)
-        now = parking.utcnow()
         q = parking.session_quote(session, lot, sess, now)
     except parking.ParkingError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     assert sess.entry_at is not None
     return QuotePublic(
         lot_id=lot_id,
+        site_id=lot.site_id,
         session=sess.id,
         plate=plate,
         entry_at=sess.entry_at,
@@ -346,18 +352,13 @@ def visitor_pay(
     idempotency_key: Annotated[str, Header(min_length=8, max_length=128)],
 ) -> OrderCreated:
     """No login: an order for what the car owes now; the same Idempotency-Key, the same order."""
-    lot = _lot(session, lot_id)
-    try:
-        sess = parking.active_session(session, lot_id, body.plate)
-        q = parking.session_quote(session, lot, sess, parking.utcnow())
-    except parking.ParkingError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    q = _quote(session, lot_id, body.plate)
     return _order(
         session,
         channels,
         subject_kind=parking.SUBJECT_SESSION,
-        subject_id=sess.id,
-        site_id=lot.site_id,
+        subject_id=q.session,
+        site_id=q.site_id,
         amount_fen=q.due_fen,
         key=idempotency_key,
         channel=body.channel,
