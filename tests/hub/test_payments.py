@@ -412,11 +412,11 @@ def test_identical_notifications_at_the_same_moment_credit_once(engine, credits)
     assert credits.calls == 6
 
 
+# row locks: SQLite serialises whole write transactions instead, so PostgreSQL only
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_on_postgresql_the_second_notification_waits_for_the_first_and_finds_it_paid(
     engine, db_url, credits
 ):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("row locks: SQLite serialises whole write transactions instead")
     order = new_order(engine)
     headers, body = signed(order.id, 500)
     inside = threading.Event()
