@@ -8,6 +8,8 @@
     python -m simulators fault pump-station-1 out_of_range outlet_pressure
     python -m simulators fault em-1p-7 clear
     python -m simulators show em-1p-7
+    python -m simulators parking --workdir var/lot --camera http://127.0.0.1:8088/api/plates \\
+        --booth http://127.0.0.1:8089 --hub http://127.0.0.1:8000 --lot north
     python -m simulators demo            # broker + these devices + the edge agent
 
 Once listening, ``modbus`` prints one line ``READY {json}`` on stdout (see
@@ -17,13 +19,14 @@ Once listening, ``modbus`` prints one line ``READY {json}`` on stdout (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -123,6 +126,39 @@ def demo(
     from simulators.community import run_demo
 
     raise typer.Exit(run_demo(duration))
+
+
+@app.command()
+def parking(
+    workdir: Annotated[Path, typer.Option(help="Where the gates' pty links are made.")],
+    camera: Annotated[str, typer.Option(help="The agent's camera URL (.../api/plates).")],
+    booth: Annotated[str, typer.Option(help="The agent's booth interface (http://host:port).")],
+    hub: Annotated[str, typer.Option(help="The hub's API (http://host:port).")],
+    lot: Annotated[str, typer.Option(help="The lot's id at the hub.")],
+    passes: Annotated[str, typer.Option(help="Plates with a pass, comma-separated.")] = "",
+    every: Annotated[float, typer.Option(help="Seconds between arrivals (mean).")] = 6.0,
+    stay: Annotated[str, typer.Option(help="MIN,MAX seconds a car stays.")] = "20,180",
+) -> None:
+    """A lot's gates on ptys and cars through them in real time (prints READY {gates})."""
+    from simulators.parking.traffic import Endpoints, serve
+
+    lo, hi = (float(x) for x in stay.split(","))
+    ends = Endpoints(camera=camera, booth=booth, hub=hub, lot=lot)
+    plates = [x for x in passes.split(",") if x]
+    try:
+        asyncio.run(_until_signalled(serve(workdir, ends, plates, every, (lo, hi))))
+    except WuyeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+async def _until_signalled(work: Any) -> None:
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @app.command()

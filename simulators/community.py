@@ -1,10 +1,12 @@
 """``python -m simulators demo``: a whole simulated community, end to end, on this machine.
 
 Starts a private Mosquitto, the devices of ``simulators/demo.yaml`` (an RS-485 line on a
-pseudo-terminal and a Modbus TCP pump room), the hub (API with ingest, on SQLite), and the
-edge agent with a site config made for them; then prints what the agent publishes until
-Ctrl-C (or ``--duration``). Files go to ``var/demo/``: the configs, the outbox, the hub's
-database, the demo login (generated at first run), and each process's log.
+pseudo-terminal and a Modbus TCP pump room), a parking lot's gates on pseudo-terminals with
+cars driving through them (``simulators/parking/traffic.py``), the sandbox payment provider,
+the hub (API with ingest, on SQLite), and the edge agent with a site config made for them;
+then prints what the agent publishes until Ctrl-C (or ``--duration``). Files go to
+``var/demo/``: the configs, the outbox, the hub's database, the demo login (generated at
+first run), and each process's log.
 """
 
 from __future__ import annotations
@@ -77,7 +79,65 @@ def simulator_config(workdir: Path) -> tuple[Path, int]:
     return path, control
 
 
-def site_config(workdir: Path, broker: Mosquitto, ready: dict[str, Any], metrics: int) -> Path:
+LOT = "north-gate"
+PASSES = ["浙AP0001", "浙AP0002", "浙AP0003"]
+# a demo-sized rule: a minute free, then 2 yuan for the first 2 minutes and 1 a minute on
+DEMO_RULE = {
+    "kind": "standard",
+    "free_minutes": 1,
+    "first": {"minutes": 2, "fen": 200},
+    "step": {"minutes": 1, "fen": 100},
+    "cap_fen": 3000,
+}
+
+
+def demo_lot(database_url: str) -> None:
+    """The demo's parking lot at the hub, with three monthly passes, made once."""
+    from datetime import UTC, datetime, timedelta
+
+    from hub.db import make_engine, session_scope
+    from hub.parking import service as parking
+    from hub.parking.models import ParkingLot, ParkingPass
+    from protocols.parking.messages import Policy
+
+    engine = make_engine(database_url)
+    with session_scope(engine) as s:
+        if s.get(ParkingLot, LOT) is None:
+            policy = Policy(capacity=30, rule=DEMO_RULE, grace_minutes=2, monthly_fen=30000)
+            parking.create_lot(s, LOT, "sunny-garden", "gw-01", policy, "North gate")
+            now = datetime.now(UTC)
+            for plate in PASSES:
+                p = ParkingPass(
+                    id=parking.new_id(),
+                    lot_id=LOT,
+                    plate=plate,
+                    start=now - timedelta(days=1),
+                    end=now + timedelta(days=365),
+                )
+                parking.put_pass(s, p)
+    engine.dispose()
+
+
+def parking_config(gates: dict[str, str], camera_port: int, booth_port: int) -> dict[str, Any]:
+    return {
+        "lot": LOT,
+        "camera_host": "127.0.0.1",
+        "camera_port": camera_port,
+        "booth_port": booth_port,
+        "lanes": [
+            {"gate": "in1", "direction": "in", "port": gates["in1"], "camera": "cam-in1"},
+            {"gate": "out1", "direction": "out", "port": gates["out1"], "camera": "cam-out1"},
+        ],
+    }
+
+
+def site_config(
+    workdir: Path,
+    broker: Mosquitto,
+    ready: dict[str, Any],
+    metrics: int,
+    parking: dict[str, Any] | None = None,
+) -> Path:
     buses, devices = [], []
     for ep in ready["endpoints"]:
         if ep["transport"] == "tcp":
@@ -112,8 +172,10 @@ def site_config(workdir: Path, broker: Mosquitto, ready: dict[str, Any], metrics
         "buses": buses,
         "devices": devices,
     }
+    if parking is not None:
+        cfg["parking"] = parking
     path = workdir / "site.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     return path
 
 
@@ -141,6 +203,18 @@ def _fmt(topic: str, payload: bytes) -> str:
         return f"#{msg['seq']:<6} EVENT {msg['event']} {msg.get('dev') or ''} {msg['detail']}"
     if kind == "birth":
         return f"BIRTH gateway {msg['gw']} (bdseq {msg['bdseq']}, {len(msg['devices'])} devices)"
+    if kind == "park":
+        what = msg.get("action") or ""
+        money = f" paid {msg['paid_fen'] / 100:.2f}" if msg.get("paid_fen") else ""
+        fee = f" fee {msg['fee_fen'] / 100:.2f}" if msg.get("fee_fen") else ""
+        return (
+            f"#{msg['seq']:<6} PARK {msg['kind']} {msg.get('plate') or msg.get('card') or ''} "
+            f"{msg.get('gate') or ''} {what}{fee}{money} {msg.get('reason', '')}"
+        ).rstrip()
+    if kind == "sync":
+        return f"SYNC lot {msg['lot']} version {msg['version']} ({len(msg['changes'])} changes)"
+    if kind == "synced":
+        return f"SYNCED lot {msg['lot']}: the edge holds version {msg['version']}"
     if kind == "status":
         m = msg["metrics"]
         return (
@@ -218,22 +292,66 @@ def run_demo(duration: float | None = None, workdir: Path = ROOT / "var" / "demo
         ) as sim:
             ready = json.loads(_ready(sim, "the simulator"))
             metrics = free_port()
-            site = site_config(workdir, broker, ready, metrics)
             database = f"sqlite:///{workdir / 'hub.db'}"
             user, password = demo_login(workdir, database)
-            hub_env = {
-                **os.environ,
-                "WUYE_HUB_DATABASE_URL": database,
-                "WUYE_HUB_MQTT_URL": broker.url,
-                "WUYE_HUB_SECRET_FILE": str(workdir / "hub-secret"),
-                "WUYE_HUB_API_PORT": str(free_port()),
-            }
+            demo_lot(database)
+            pay_secret = workdir / "pay-sandbox-secret"
             with contextlib.ExitStack() as stack:
+                paychannel = stack.enter_context(
+                    _process(
+                        [
+                            "-m",
+                            "simulators.paychannel",
+                            "--port",
+                            "0",
+                            "--secret-file",
+                            str(pay_secret),
+                        ],
+                        workdir / "paychannel.log",
+                    )
+                )
+                sandbox = json.loads(_ready(paychannel, "the payment sandbox"))["url"]
+                hub_env = {
+                    **os.environ,
+                    "WUYE_HUB_DATABASE_URL": database,
+                    "WUYE_HUB_MQTT_URL": broker.url,
+                    "WUYE_HUB_SECRET_FILE": str(workdir / "hub-secret"),
+                    "WUYE_HUB_API_PORT": str(free_port()),
+                    "WUYE_HUB_PAY_SANDBOX_URL": sandbox,
+                    "WUYE_HUB_PAY_SECRET_FILE": str(pay_secret),
+                }
                 hub = stack.enter_context(
                     _process(["-m", "hub", "serve"], workdir / "hub.log", hub_env)
                 )
                 # the hub subscribes first, so it sees the agent's stream from seq 1
                 api = _ready(hub, "the hub")
+                camera_port, booth_port = free_port(), free_port()
+                lot = stack.enter_context(
+                    _process(
+                        [
+                            "-m",
+                            "simulators",
+                            "parking",
+                            "--workdir",
+                            str(workdir),
+                            "--camera",
+                            f"http://127.0.0.1:{camera_port}/api/plates",
+                            "--booth",
+                            f"http://127.0.0.1:{booth_port}",
+                            "--hub",
+                            api,
+                            "--lot",
+                            LOT,
+                            "--passes",
+                            ",".join(PASSES),
+                        ],
+                        workdir / "parking.log",
+                    )
+                )
+                gates = json.loads(_ready(lot, "the parking lot"))
+                site = site_config(
+                    workdir, broker, ready, metrics, parking_config(gates, camera_port, booth_port)
+                )
                 agent = stack.enter_context(
                     _process(
                         ["-m", "edge", "run", "--config", str(site), "--plain-logs"],
@@ -250,11 +368,14 @@ wuye demo: a simulated community on this machine
   broker      {broker.url}   (watch: mosquitto_sub -p {broker.port} -t 'wuye/#' -v)
   simulator   {n_devices} devices; RS-485 line on {line}
   edge agent  config {site}, metrics http://127.0.0.1:{metrics}/metrics
+  parking     lot {LOT}: gates on {gates["in1"]} and {gates["out1"]}, booth
+              http://127.0.0.1:{booth_port}/booth; cars arrive every few seconds (PARK
+              lines); pay for one: curl -s '{api}/api/v1/parking/{LOT}/quote?plate=...'
   hub API     {api}/docs   login: {user} / {password}
               e.g. curl -s {api}/api/v1/sites/sunny-garden/devices -H "Authorization: Bearer $(
                 curl -s {api}/api/v1/auth/token -d username={user} -d password={password} \\
                 | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-  logs        {workdir}/agent.log, {workdir}/hub.log, {workdir}/simulator.log
+  logs        {workdir}/agent.log, hub.log, simulator.log, parking.log (each car's story)
   try         {fault} em-103 silent
               (and later '... fault em-103 clear'); Ctrl-C ends the demo.
 """,

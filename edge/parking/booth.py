@@ -3,6 +3,7 @@ a misread plate. Bound to 127.0.0.1 by default (the booth PC, or a reverse proxy
 site's own login in front); every payment is recorded with the operator's name.
 
     GET  /booth                    per gate: the last vehicle, its verdict and what is due
+    GET  /booth/lot                the lot: state version held (0: nothing synced yet), inside
     POST /booth/{gate}/pay         {"fen": 700, "operator": "li"}: record and let it out
     POST /booth/correct            {"session": "...", "plate": "浙A12345", "operator": "li"}
 """
@@ -53,6 +54,11 @@ def booth_app(site: ParkingSite) -> FastAPI:
                 "due_fen": v.due_fen,
             }
         return out
+
+    @app.get("/booth/lot")
+    async def lot() -> dict[str, Any]:
+        st = site.service.state
+        return {"lot": st.lot, "version": st.version, "inside": len(st.sessions)}
 
     @app.post("/booth/{gate}/pay")
     async def pay(gate: str, body: BoothPayment) -> dict[str, Any]:

@@ -27,3 +27,6 @@ def test_demo_runs_a_community_end_to_end(tmp_path):
     )
     assert "EVENT device_offline" not in out
     assert "hub API     http://127.0.0.1:" in out and "login: admin / " in out
+    # the lot's state reaches the edge, and a car goes in through a gate on a pty
+    assert "SYNCED lot north-gate: the edge holds version" in out
+    assert any(" PARK entry " in line and " in1 open " in line for line in out.splitlines())
