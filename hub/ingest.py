@@ -106,7 +106,8 @@ class Consumer:
     def _on_message(self, c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
         with self._cond:
             self._queue.append((msg.mid, msg.qos, Raw(msg.topic, bytes(msg.payload))))
-            if len(self._queue) >= self.settings.ingest_batch:
+            # the first message ends the idle wait (the linger starts), a full batch the linger
+            if len(self._queue) == 1 or len(self._queue) >= self.settings.ingest_batch:
                 self._cond.notify()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -142,8 +143,10 @@ class Consumer:
         last_housekeeping = 0.0  # at start, then hourly
         while not self._stop.is_set():
             with self._cond:
-                if len(self._queue) < self.settings.ingest_batch:
-                    self._cond.wait(linger if self._queue else 0.5)
+                if not self._queue:
+                    self._cond.wait(0.5)
+                if self._queue and len(self._queue) < self.settings.ingest_batch:
+                    self._cond.wait(linger)
                 n = min(len(self._queue), self.settings.ingest_batch)
                 batch = [self._queue.popleft() for _ in range(n)]
             if batch:
