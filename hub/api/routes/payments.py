@@ -22,6 +22,7 @@ from hub.api.deps import SessionDep, StaffUser, forbid_unless
 from hub.auth import Role, can_see_site
 from hub.models import utcnow
 from hub.payments import (
+    NotificationOutcome,
     OrderNotFound,
     PaymentChannel,
     PaymentOrder,
@@ -95,6 +96,9 @@ async def notify(channel: str, request: Request, channels: ChannelsDep) -> JSONR
         bytes(body),
         state.settings.pay_notify_max_age_s,
     )
+    dispatcher = getattr(state, "dispatcher", None)
+    if outcome.kind is NotificationOutcome.CREDITED and dispatcher is not None:
+        dispatcher.kick()  # a parking payment is a change its lot's edge should hear now
     return JSONResponse(
         {"outcome": outcome.kind.value, "detail": outcome.reason},
         status_code=outcome.http_status,
