@@ -96,7 +96,11 @@ class LotState:
         if sync.base is not None and sync.base != self.version:
             if sync.version <= self.version:
                 return  # an old change set again: we are past it
-            raise SyncGap(f"changes from version {sync.base}, we hold {self.version}")
+            if sync.base > self.version:
+                raise SyncGap(f"changes from version {sync.base}, we hold {self.version}")
+            # from an older base (our last confirmation was still on its way to the hub):
+            # it repeats changes we hold, in order, then goes on; each change puts or
+            # deletes one key, so applying all of it ends where the new ones alone would
         parsed = [_parse(c) for c in sync.changes]
         if sync.base is None:
             self.passes, self.lists, self.paid = {}, {}, {}

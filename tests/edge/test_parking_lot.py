@@ -167,6 +167,18 @@ def test_sync_changes_apply_in_order_and_a_gap_asks_for_a_snapshot() -> None:
     assert st.version == 6
 
 
+def test_a_change_set_from_an_older_base_is_applied() -> None:
+    # two payments within a confirmation's round trip: the hub sends the second one with the
+    # changes since the version it last saw confirmed, which overlap what the edge holds
+    st = lot()
+    delete = Change(kind=ChangeKind.PASS, key="p1", value=None)
+    a_pass = {"id": "p9", "plate": "浙A99999", "start": 0, "end": T0}
+    add = Change(kind=ChangeKind.PASS, key="p9", value=a_pass)
+    st.apply(Sync(lot="lot1", version=6, base=5, changes=(delete,)))
+    st.apply(Sync(lot="lot1", version=7, base=5, changes=(delete, add)))
+    assert "p1" not in st.passes and "p9" in st.passes and st.version == 7
+
+
 def test_a_bad_change_set_changes_nothing() -> None:
     st = lot()
     bad_rule = Change(
