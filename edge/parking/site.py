@@ -17,6 +17,7 @@ from typing import Any
 
 from edge.config import ParkingConfig
 from edge.parking.camera import CameraReceiver
+from edge.parking.events import EventQueue
 from edge.parking.gate import GateController, GateEventKind
 from edge.parking.lot import Verdict
 from edge.parking.reader import CardReader
@@ -117,6 +118,9 @@ class ParkingSite:
                 await self._decide(gate, card=read.uid)
 
     async def _plates(self, camera: CameraReceiver) -> None:
+        # one queue per gate: a car held at one exit (its exit asking the hub) must not
+        # hold up the cars at the other gates, while each gate still takes its cars in order
+        lanes: dict[str, EventQueue[str]] = {}
         async for ev in camera.events:
             gate = self.by_camera.get(ev.push.camera_id)
             if gate is None:
@@ -126,7 +130,14 @@ class ParkingSite:
                 log.info("ignored %s at %s: confidence %d", ev.push.plate, gate, ev.push.confidence)
                 continue
             if self._fresh(gate, ev.push.plate):
-                await self._decide(gate, plate=ev.push.plate)
+                if gate not in lanes:
+                    lanes[gate] = EventQueue()
+                    self._spawn(f"plates-{gate}", self._plate_lane(gate, lanes[gate]))
+                lanes[gate].put(ev.push.plate)
+
+    async def _plate_lane(self, gate: str, plates: EventQueue[str]) -> None:
+        async for plate in plates:
+            await self._decide(gate, plate=plate)
 
     async def _gate_events(self, gate: GateController) -> None:
         async for ev in gate.events:
