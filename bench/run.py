@@ -1,4 +1,5 @@
-"""Run the benchmarks: ``python -m bench.run all|cpu|memory|replay|disk|ingest|api [--runs N]``.
+"""Run the benchmarks: ``python -m bench.run all|cpu|memory|replay|disk|ingest|api|gate|quotes``
+(``--runs N``).
 
 Each benchmark runs as its own process (``python -m bench.X``), one after the other, and
 writes its result to .bench/results/X.json; docs/PERFORMANCE.md explains the figures.
@@ -21,6 +22,8 @@ BENCHMARKS = {
     "disk": "bench.edge_disk",
     "ingest": "bench.hub_ingest",
     "api": "bench.hub_api",
+    "gate": "bench.parking_decision",
+    "quotes": "bench.parking_quotes",
 }
 
 
