@@ -1,0 +1,1 @@
+"""Work orders: the pure lifecycle (``lifecycle``); storage and API build on it."""
