@@ -8,19 +8,19 @@ and returns the new order and the audit entry to store with it, or raises:
 - :class:`NotPermitted` when the actor may not take it (role, site, assignee, filer),
 - :class:`InvalidAction` when the action lacks what it needs (an assignee, a reason, a rating).
 
-States (domain.md, 受理-派工-处理-反馈-评价)::
+States (domain.md, 受理-派工-处理-反馈-评价), the main line::
 
-    new ──dispatch / grab / auto_assign──> accepted ──start──> in_progress ──finish──> finished
-     ^                                      │  ^  ^               │   ^  │
-     └──────────────return─────────────────┘  │  └──transfer────┘   │  pause ⇄ resume (paused)
-                                               └─reopen (finished, awaiting_rating, follow_up)
-    finished ──confirm──> awaiting_payment (charged) ──pay──> awaiting_rating (an owner filed it)
-                          awaiting_rating ──rate / skip_rating──> follow_up ──call_back──> completed
-    new, accepted, in_progress, paused ──close──> closed (without work)
+    new -> accepted -> in_progress -> finished -> [awaiting_payment] -> [awaiting_rating]
+        -> follow_up -> completed
+
+An order is dispatched, grabbed or auto-assigned into ``accepted``; ``transfer`` hands an accepted,
+started or paused order to another engineer (back to ``accepted``), ``return`` gives it back
+(``new``), ``pause`` / ``resume`` in progress; ``reopen`` after the work when the fix did not
+hold; ``close`` ends it without work. :data:`TABLE` is the whole truth.
 
 ``confirm`` and ``pay`` go to the next stage that applies: payment only when the finish
 recorded a charge, rating only when an owner filed the order; staff and alarm orders go
-straight to the follow-up (the office checks the fix). docs/ALARMS.md has the full table.
+straight to the follow-up (the office checks the fix). docs/ALARMS.md draws the table.
 """
 
 from __future__ import annotations
@@ -402,8 +402,10 @@ def transition(
 
     ``assignee`` is required by dispatch, auto_assign and transfer; ``note`` (the reason) by
     return, pause, close and reopen; ``rating`` (1-5) by rate; ``charge_fen`` is optional on
-    finish, for a repair an owner filed. Raises IllegalTransition, NotPermitted or
-    InvalidAction (checked in that order).
+    finish, only for a repair an owner filed (None keeps the charge it has; a paid charge
+    cannot change). Raises IllegalTransition, NotPermitted or InvalidAction (checked in that
+    order). The caller checks that an assignee is an engineer of the site
+    (:func:`eligible`).
     """
     _aware(at, "at")
     t = TRANSITIONS.get((order.state, action))
