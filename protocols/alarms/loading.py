@@ -157,8 +157,8 @@ def load_rule_sets(
 ) -> dict[str, RuleSet]:
     """Every ``*.yaml`` rule set of the shipped directory and of ``dirs``; later ones win.
 
-    Each is checked against its profile (``profiles``, default: the shipped ones plus none);
-    a rule set for a profile that does not exist is refused.
+    Each is checked against its profile in ``profiles`` (default: the shipped profiles); a
+    rule set for a profile that does not exist is refused.
     """
     known = load_profiles() if profiles is None else profiles
     found: dict[str, RuleSet] = {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 from enum import StrEnum
-from functools import cached_property
 from itertools import pairwise
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -70,6 +69,8 @@ def _ascending(severities: set[Severity]) -> tuple[Severity, ...]:
 
 
 class _Frozen(BaseModel):
+    # derived values are plain properties, not cached: model_copy(update=...) would carry a
+    # stale cache over
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -134,13 +135,13 @@ class Threshold(_Frozen):
     def rising(self) -> bool:
         return self.above is not None
 
-    @cached_property
+    @property
     def limits(self) -> tuple[tuple[Severity, float], ...]:
         """(severity, limit) from the mildest severity to the worst."""
         levels = self.above if self.above is not None else self.below or {}
         return tuple((s, levels[s]) for s in _ascending(set(levels)))
 
-    @cached_property
+    @property
     def severities(self) -> tuple[Severity, ...]:
         return tuple(s for s, _ in self.limits)
 
@@ -194,7 +195,7 @@ class FaultCode(_Frozen):
             raise ValueError(f"code {both[0]} is both normal and a fault")
         return self
 
-    @cached_property
+    @property
     def severities(self) -> tuple[Severity, ...]:
         found = {f.severity for f in self.codes.values()}
         if self.other is not None:
@@ -209,7 +210,7 @@ class FaultBits(_Frozen):
     point: PointName
     bits: dict[Annotated[int, Field(ge=0, le=63)], Fault] = Field(min_length=1)
 
-    @cached_property
+    @property
     def severities(self) -> tuple[Severity, ...]:
         return _ascending({f.severity for f in self.bits.values()})
 
@@ -220,7 +221,7 @@ class Flags(_Frozen):
     kind: Literal["flags"] = "flags"
     points: dict[PointName, Flag] = Field(min_length=1)
 
-    @cached_property
+    @property
     def severities(self) -> tuple[Severity, ...]:
         return _ascending({f.severity for f in self.points.values()})
 

@@ -113,6 +113,14 @@ def test_without_ticks_the_next_sample_raises_at_the_same_time():
     assert brief(changes) == [("raise", 40 * S, "major"), ("clear", 60 * S, "major")]
 
 
+def test_held_for_n_seconds_includes_n():
+    rule = make(above(), for_s=30)
+    _, changes = run(rule, [(10 * S, 0.9), (40 * S, 0.5)])
+    assert brief(changes) == [("raise", 40 * S, "major"), ("clear", 40 * S, "major")]
+    _, changes = run(rule, [(10 * S, 0.9), (40 * S - 1, 0.5)])
+    assert changes == []
+
+
 def test_n_times_in_a_row():
     rule = make(above(), count=3)
     _, changes = run(rule, [(1 * S, 0.9), (2 * S, 0.9), (3 * S, 0.5), (4 * S, 0.9), (5 * S, 0.9)])
