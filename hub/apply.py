@@ -21,6 +21,7 @@ from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
+from hub.alarms import service as alarms
 from hub.db import session_scope
 from hub.models import (
     Command,
@@ -73,6 +74,7 @@ class Outcome:
     values: int = 0
     reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     replies: list[tuple[str, bytes]] = field(default_factory=list)  # to publish after commit
+    alarms: list[Any] = field(default_factory=list)  # alarms raised, changed or cleared
 
 
 def ms_to_dt(ms: int) -> datetime:
@@ -133,9 +135,16 @@ class BurstLog:
 
 
 class Applier:
-    def __init__(self, engine: Engine, sink: TelemetrySink, max_payload: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        sink: TelemetrySink,
+        max_payload: int,
+        rulebook: alarms.RuleBook | None = None,
+    ) -> None:
         self.engine = engine
         self.sink = sink
+        self.rulebook = rulebook if rulebook is not None else alarms.RuleBook()
         self.max_payload = max_payload
         self.burst = BurstLog()
         self._devices: dict[tuple[str, str], int] = {}
@@ -211,7 +220,9 @@ class Applier:
             out.duplicates = len(sequenced) - len(fresh)
             out.applied = len(fresh)
             self.refused: list[tuple[Raw, str, str | None]] = []
-            out.values = self._apply_sequenced(s, fresh)
+            self.device_events: list[alarms.DeviceEvent] = []
+            out.values, samples = self._apply_sequenced(s, fresh)
+            out.alarms = alarms.on_samples(s, self.rulebook, samples, self.device_events)
             dead += self.refused
             self._count(s, sequenced, fresh)
             del locked
@@ -341,8 +352,11 @@ class Applier:
         new = {tuple(r) for r in s.connection().execute(self._sql.seen, params)}
         return [tm for key, tm in rows.items() if key in new]
 
-    def _apply_sequenced(self, s: Session, fresh: list[tuple[Topic, Any]]) -> int:
+    def _apply_sequenced(
+        self, s: Session, fresh: list[tuple[Topic, Any]]
+    ) -> tuple[int, list[alarms.Sample]]:
         samples: list[Sample] = []
+        for_alarms: list[alarms.Sample] = []
         latest: dict[int, dict[str, list[float]]] = {}
         readings: list[dict[str, Any]] = []
         counters = self._counter_points(s, fresh)
@@ -352,6 +366,7 @@ class Applier:
                 pk = self._device(s, t.site, t.gateway, m.dev)
                 values = {point: float(value) for point, value in m.values.items()}
                 samples.append(Sample(t.site, t.gateway, m.dev, pk, m.ts, values))
+                for_alarms.append(alarms.Sample(pk, m.ts, m.values))
                 n_values += len(values)
                 points = latest.setdefault(pk, {})
                 for point, v in values.items():
@@ -385,7 +400,7 @@ class Applier:
             self._merge_latest(s, latest)
         if readings:
             conn.execute(self._sql.reading, readings)
-        return n_values
+        return n_values, for_alarms
 
     def _counter_points(
         self, s: Session, fresh: Iterable[tuple[Topic, Any]]
@@ -438,9 +453,11 @@ class Applier:
             pk = self._device(s, t.site, t.gateway, e.dev)
             dev = s.get(Device, pk)
             assert dev is not None
+            online = e.event is EventKind.DEVICE_ONLINE
             if dev.last_seen is None or dev.last_seen <= ms_to_dt(e.ts):
-                dev.online = e.event is EventKind.DEVICE_ONLINE
+                dev.online = online
                 dev.last_seen = ms_to_dt(e.ts)
+            self.device_events.append(alarms.DeviceEvent(pk, e.ts, online, dict(e.detail)))
         elif e.event is EventKind.OUTBOX_DROPPED:
             first, last = e.detail.get("first_seq"), e.detail.get("last_seq")
             if isinstance(first, int) and isinstance(last, int):

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
+import hub.alarms.models
 import hub.models
 import hub.parking.models  # noqa: F401
 from hub.payments import models as payment_models  # noqa: F401
