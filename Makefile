@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # Debian packages the suite and demo talk to (real peers, never mocks)
-DEB_PKGS := mosquitto mosquitto-clients mbpoll victoria-metrics
+DEB_PKGS := mosquitto mosquitto-clients mbpoll victoria-metrics chromium
 # and what only the benchmarks use (wrk drives the API from C, leaving the cores to the hub)
 BENCH_PKGS := wrk
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

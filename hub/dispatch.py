@@ -17,6 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
+from hub.alarms import live
+from hub.alarms import service as alarms
 from hub.db import session_scope
 from hub.models import Command, utcnow
 from hub.parking import sync as parking_sync
@@ -26,12 +28,18 @@ from protocols.mqtt import Kind, Topic, Write
 
 log = logging.getLogger(__name__)
 RESEND_S = 10.0
+ALARM_TICK_S = 5.0
+# samples still on their way must not be overtaken: a tick could complete a duration that
+# a sample in flight would have broken (protocols/alarms/engine.py, tick)
+ALARM_TICK_LAG_MS = 10_000
 GRACE = timedelta(seconds=30)  # after expiry, wait this long for the edge's own verdict
 
 
 class Dispatcher:
     def __init__(self, settings: HubSettings, engine: Engine) -> None:
         self.engine = engine
+        self.rulebook = alarms.RuleBook()
+        self._last_alarm_tick = 0.0
         self._sent: dict[str, float] = {}
         self._kick = threading.Event()
         self._stop = threading.Event()
@@ -47,6 +55,23 @@ class Dispatcher:
     def start(self) -> None:
         self._client.loop_start()
         self._thread.start()
+
+    def alarm_tick(self, now_ms: int | None = None) -> int:
+        """Complete alarm durations and silences due by now (less a lag for data in flight)."""
+        if time.monotonic() - self._last_alarm_tick < ALARM_TICK_S and now_ms is None:
+            return 0
+        self._last_alarm_tick = time.monotonic()
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000) - ALARM_TICK_LAG_MS
+        changed = 0
+        with session_scope(self.engine) as s:
+            gateways = alarms.timed_gateways(s)
+        for gw in gateways:  # a transaction per gateway: its lock is held briefly
+            with session_scope(self.engine) as s:
+                done = alarms.tick(s, self.rulebook, [gw], now_ms)
+            for topic, payload in live.messages(done):
+                self._publish(topic, payload)
+            changed += len(done)
+        return changed
 
     def _publish(self, topic: str, payload: bytes) -> None:
         self._client.publish(topic, payload, qos=1)
@@ -72,6 +97,10 @@ class Dispatcher:
                     parking_sync.tick(self.engine, self._publish)
             except Exception:
                 log.exception("parking sync failed")
+            try:
+                self.alarm_tick()
+            except Exception:
+                log.exception("alarm tick failed")
             self._kick.wait(2.0)
             self._kick.clear()
 

@@ -29,6 +29,7 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
+from hub.alarms import live
 from hub.apply import Applier, Raw, TelemetrySink
 from hub.db import session_scope
 from hub.models import Seen, utcnow
@@ -193,7 +194,8 @@ class Consumer:
                 log.exception("ingest batch of %d failed; retrying", len(batch))
                 if self._stop.wait(1.0):
                     return  # not acknowledged: the broker redelivers after a restart
-        for topic, payload in out.replies:  # answers to edges' questions, after the commit
+        # after the commit: answers to edges' questions, and alarm changes for live pages
+        for topic, payload in out.replies + live.messages(out.alarms):
             self._client.publish(topic, payload, qos=1)
         for mid, qos, _ in batch:
             if qos > 0:

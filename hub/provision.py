@@ -93,6 +93,7 @@ def provision(
         f"user {hub_user}",
         f"topic read {ROOT}/#",
         *(f"topic write {ROOT}/+/+/{k}" for k in (Kind.CMD, Kind.SYNC, Kind.ANSWER)),
+        "topic readwrite wuye-hub/#",  # the hub's own: live alarm changes between processes
         "",
     ]
     for g in session.exec(select(Gateway).order_by(col(Gateway.id))).all():

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
-from hub.api.routes import auth, commands, health, parking, payments, registry
+from hub.alarms import live
+from hub.api.routes import alarms, auth, commands, health, parking, payments, registry
 from hub.dispatch import Dispatcher
 from hub.parking import service as parking_service
 from hub.runtime import make_consumer
 from hub.settings import HubSettings
+
+WEB = Path(__file__).resolve().parent.parent / "web"
 
 
 def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
@@ -25,6 +32,10 @@ def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
         app.state.user_cache = {}
         app.state.dispatcher = Dispatcher(settings, engine)
         app.state.dispatcher.start()
+        tag = uuid.uuid4().hex[:8]
+        app.state.alarm_publisher = live.Publisher(settings, f"hub-alarms-{tag}")
+        app.state.alarm_broadcaster = live.Broadcaster(settings, f"hub-live-{tag}")
+        app.state.alarm_broadcaster.start(asyncio.get_running_loop())
         unregister = parking_service.register_payments()
         app.state.consumer = None
         if settings.embedded_ingest:
@@ -38,10 +49,19 @@ def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
             if app.state.consumer is not None:
                 app.state.consumer.stop()
             app.state.dispatcher.stop()
+            app.state.alarm_broadcaster.stop()
+            app.state.alarm_publisher.close()
             unregister()
 
     app = FastAPI(title="wuye hub", version="0.1.0", lifespan=lifespan)
-    routers = (auth, registry, commands, payments, parking, health)
+    routers = (auth, registry, commands, payments, parking, alarms, health)
     for r in (m.router for m in routers):
         app.include_router(r)
+    # the engineers' page (hub/web): static files, everything else through the API
+    app.mount("/ui", StaticFiles(directory=WEB, html=True), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
     return app

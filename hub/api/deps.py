@@ -38,6 +38,11 @@ USER_CACHE_S = 10.0  # a disabled user or changed role takes effect within this
 
 async def current_user(request: Request, token: Annotated[str, Depends(oauth2)]) -> User:
     """The token's user. Looked up in the database at most every USER_CACHE_S per token."""
+    return await user_of_token(request, token)
+
+
+async def user_of_token(request: Request, token: str) -> User:
+    """The user a bearer token stands for; 401 if it is invalid, expired or disabled."""
     unauthorised = HTTPException(
         status.HTTP_401_UNAUTHORIZED,
         "invalid or expired token",
