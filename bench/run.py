@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m bench.run all|cpu|memory|replay|disk|ingest|api|gate|quotes``
+"""Run the benchmarks: ``python -m bench.run all|cpu|memory|replay|disk|ingest|api|gate|quotes|alarms``
 (``--runs N``).
 
 Each benchmark runs as its own process (``python -m bench.X``), one after the other, and
@@ -24,6 +24,7 @@ BENCHMARKS = {
     "api": "bench.hub_api",
     "gate": "bench.parking_decision",
     "quotes": "bench.parking_quotes",
+    "alarms": "bench.alarm_rules",
 }
 
 

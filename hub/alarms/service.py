@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select as sa_select
+from sqlalchemy import tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -147,7 +149,7 @@ def on_samples(
     pks = sorted({x.device for x in samples} | {e.device for e in events})
     if not pks:
         return []
-    devices = {d.id: d for d in s.exec(select(Device).where(col(Device.id).in_(pks)))}
+    devices = _devices(s, col(Device.id).in_(pks))
     states = _states(s, pks)
     work: dict[int, list[tuple[int, int, Any]]] = {}
     for i, x in enumerate(samples):
@@ -156,6 +158,7 @@ def on_samples(
         work.setdefault(e.device, []).append((e.ts, len(samples) + j, e))
     changed: list[Alarm] = []
     rows: list[dict[str, Any]] = []
+    gone: list[tuple[int, str]] = []
     for pk, items in work.items():
         d = devices.get(pk)
         if d is None:
@@ -176,10 +179,8 @@ def on_samples(
                     )
                 for c in changes:
                     changed.append(_apply(s, d, c))
-            if before is None or state != before:
-                rows.append(_row(pk, rule, state))
-    if rows:
-        s.execute(_upsert(s), rows)
+            _keep(pk, rule, before, state, rows, gone)
+    _write(s, rows, gone)
     return _unique(changed)
 
 
@@ -188,15 +189,69 @@ def _unique(alarms: list[Alarm]) -> list[Alarm]:
     return list({id(a): a for a in alarms}.values())
 
 
+def _idle(state: RuleState) -> bool:
+    """No run under way and no alarm. Idle states are not stored (no row: idle), so a batch
+    reads and writes only the few rules that are doing something. Their ``last_ts`` is not
+    kept: a late sample then meets an older one, and an idle rule it does not trigger stays
+    idle; one it does trigger starts a run no earlier than it would have."""
+    return not state.runs and not state.active
+
+
+def _keep(
+    pk: int,
+    rule: Rule,
+    before: RuleState | None,
+    state: RuleState,
+    rows: list[dict[str, Any]],
+    gone: list[tuple[int, str]],
+) -> None:
+    if not _idle(state):
+        if state != before:
+            rows.append(_row(pk, rule, state))
+    elif before is not None:
+        gone.append((pk, rule.id))
+
+
+def _write(s: Session, rows: list[dict[str, Any]], gone: list[tuple[int, str]]) -> None:
+    if rows:
+        s.execute(_upsert(s), rows)
+    t = AlarmRuleState.__table__  # type: ignore[attr-defined]
+    for i in range(0, len(gone), 500):
+        chunk = gone[i : i + 500]
+        s.execute(t.delete().where(tuple_(t.c.device, t.c.rule).in_(chunk)))
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRef:
+    """What alarms need of a device (not its point list: a batch reads thousands)."""
+
+    id: int
+    site_id: str
+    gateway_id: str
+    device_id: str
+    profile: str
+
+
+def _devices(s: Session, where: Any) -> dict[int, DeviceRef]:
+    query = sa_select(
+        col(Device.id),
+        col(Device.site_id),
+        col(Device.gateway_id),
+        col(Device.device_id),
+        col(Device.profile),
+    ).where(where)
+    return {r[0]: DeviceRef(*r) for r in s.execute(query)}
+
+
 def _states(s: Session, pks: Iterable[int]) -> dict[tuple[int, str], RuleState]:
     out: dict[tuple[int, str], RuleState] = {}
-    for r in s.exec(select(AlarmRuleState).where(col(AlarmRuleState.device).in_(list(pks)))):
+    t = AlarmRuleState
+    query = select(t.device, t.rule, t.state).where(col(t.device).in_(list(pks)))
+    for device, rule, state in s.execute(query):
         try:
-            out[(r.device, r.rule)] = RuleState.from_json(r.state)
+            out[(device, rule)] = RuleState.from_json(state)
         except ValueError:
-            log.error(
-                "rule state of %s on device %d unreadable; starting it afresh", r.rule, r.device
-            )
+            log.error("rule state of %s on device %d unreadable; starting it afresh", rule, device)
     return out
 
 
@@ -226,16 +281,13 @@ def tick(s: Session, book: RuleBook, gateways: Sequence[str], now_ms: int) -> li
             .with_for_update()
         )
     )
-    devices: dict[int, Device] = {
-        d.id: d
-        for d in s.exec(select(Device).where(col(Device.gateway_id).in_(list(gateways))))
-        if d.id is not None
-    }
+    devices = _devices(s, col(Device.gateway_id).in_(list(gateways)))
     if not devices:
         return []
     states = _states(s, devices)
     changed: list[Alarm] = []
-    rows = []
+    rows: list[dict[str, Any]] = []
+    gone: list[tuple[int, str]] = []
     for pk, d in devices.items():
         rules = book.rules(s, d.site_id, d.gateway_id, d.device_id, d.profile)
         if rules is None:
@@ -243,18 +295,16 @@ def tick(s: Session, book: RuleBook, gateways: Sequence[str], now_ms: int) -> li
         for rule in rules.rules:
             if not is_timed(rule):
                 continue
-            before = states.get((pk, rule.id)) or RuleState()
-            state, changes = engine.tick(rule, before, now_ms)
+            before = states.get((pk, rule.id))
+            state, changes = engine.tick(rule, before or RuleState(), now_ms)
             for c in changes:
                 changed.append(_apply(s, d, c))
-            if state != before or (pk, rule.id) not in states:
-                rows.append(_row(pk, rule, state))
-    if rows:
-        s.execute(_upsert(s), rows)
+            _keep(pk, rule, before, state, rows, gone)
+    _write(s, rows, gone)
     return _unique(changed)
 
 
-def _apply(s: Session, d: Device, c: Change) -> Alarm:
+def _apply(s: Session, d: DeviceRef, c: Change) -> Alarm:
     """One engine change onto the ``alarm`` table; the alarm as it now is."""
     at = ms_to_dt(c.ts_ms)
     assert d.id is not None
@@ -310,7 +360,7 @@ def _update(alarm: Alarm, c: Change, at: datetime) -> None:
     alarm.details = dict(c.details)
 
 
-def _cleared_copy(d: Device, c: Change, at: datetime) -> Alarm:
+def _cleared_copy(d: DeviceRef, c: Change, at: datetime) -> Alarm:
     assert d.id is not None
     return Alarm(
         device=d.id,

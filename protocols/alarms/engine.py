@@ -351,6 +351,13 @@ def evaluate(rule: Rule, state: RuleState, ts_ms: int, values: Mapping[str, Valu
     """
     if not rule.enabled or (state.last_ts is not None and ts_ms <= state.last_ts):
         return state, []
+    c = rule.condition
+    if not state.runs and state.severity is None and not isinstance(c, NoData | Offline):
+        # the common case, made cheap: an idle rule and a sample that does not trigger it
+        # (nothing to advance, nothing to clear: only the time moves on)
+        idle = _read(rule, values)
+        if idle is None or idle.level is None:
+            return replace(state, last_ts=ts_ms), []
     state, changes = _advance(rule, state, ts_ms)
     state = replace(state, last_ts=ts_ms)
     c = rule.condition
