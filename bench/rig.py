@@ -69,13 +69,17 @@ def python(*args: str, **kw: Any) -> subprocess.Popen[str]:
 
 @contextlib.contextmanager
 def simulator(
-    workdir: Path, endpoints: Mapping[str, Sequence[str]], seed: int = 1
+    workdir: Path,
+    endpoints: Mapping[str, Sequence[str]],
+    seed: int = 1,
+    control: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Serve devices on Modbus TCP endpoints; yield the simulator's READY document.
 
     ``endpoints`` maps an endpoint name to device runs ``PROFILE:UNITS`` (``em-3p:1-50``);
     each endpoint listens on a free loopback port. Device ids are ``ENDPOINT-PROFILE-UNIT``
     (unique across endpoints); the document gains ``"profiles"``: device id -> profile.
+    ``control``: serve the control endpoint (faults, forced values) on that port.
     """
     runs = {name: [run.split(":") for run in rs] for name, rs in endpoints.items()}
     profiles: dict[str, str] = {}
@@ -104,7 +108,8 @@ def simulator(
     log = workdir / "simulator.log"
     with open(log, "w") as err:
         proc = python(
-            *("-m", "simulators", "modbus", "--config", str(path), "--control", "off"),
+            *("-m", "simulators", "modbus", "--config", str(path)),
+            *("--control", f"127.0.0.1:{control}" if control else "off"),
             stdout=subprocess.PIPE,
             stderr=err,
         )

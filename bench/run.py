@@ -1,5 +1,4 @@
-"""Run the benchmarks: ``python -m bench.run all|cpu|memory|replay|disk|ingest|api|gate|quotes|alarms``
-(``--runs N``).
+"""Run the benchmarks: ``python -m bench.run all|NAME`` (``--runs N``); names below.
 
 Each benchmark runs as its own process (``python -m bench.X``), one after the other, and
 writes its result to .bench/results/X.json; docs/PERFORMANCE.md explains the figures.
@@ -25,6 +24,7 @@ BENCHMARKS = {
     "gate": "bench.parking_decision",
     "quotes": "bench.parking_quotes",
     "alarms": "bench.alarm_rules",
+    "alarm-latency": "bench.alarm_latency",
 }
 
 
