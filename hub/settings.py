@@ -14,7 +14,18 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deploy.secrets import read_or_create_secret
+from hub.workorders.lifecycle import DEFAULT_SLA, SlaPolicy
+from protocols.alarms.model import Severity
 from protocols.errors import ConfigError
+
+# device profile -> the skill its alarms' work orders need (WUYE_HUB_WORKORDER_SKILLS, JSON)
+DEFAULT_SKILLS = {
+    "pump-station": "plumbing",
+    "water-meter": "plumbing",
+    "lift": "lift",
+    "em-1p": "electrical",
+    "em-3p": "electrical",
+}
 
 
 class HubSettings(BaseSettings):
@@ -50,6 +61,23 @@ class HubSettings(BaseSettings):
     pay_secret_file: Path = Path("var/pay-sandbox-secret")
     pay_notify_url: str | None = None  # base URL channels reach the hub at (default: API)
     pay_notify_max_age_s: int = Field(300, ge=1)  # older signatures may not credit
+    # work orders: alarms at or above this severity open one; skills by device profile
+    workorder_min_severity: Severity = Severity.MAJOR
+    workorder_skills: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SKILLS))
+    workorder_sla: SlaPolicy = DEFAULT_SLA  # JSON: {"terms": {"urgent": {"accept": "PT15M", ...
+    workorder_auto_assign: bool = True  # round-robin among engineers on duty
+    attachments_dir: Path = Path("var/attachments")
+    attachment_max_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    attachment_max_files: int = Field(6, ge=1, le=50)  # per work order
+    # notifications: a webhook (signed POST, retried until 2xx)
+    notify_webhook_url: str | None = None  # unset: notifications wait in the outbox
+    notify_webhook_secret: str | None = None  # else notify_secret_file
+    notify_secret_file: Path = Path("var/notify-webhook-secret")
+    notify_retry_first_s: float = Field(1.0, gt=0)  # doubling after each failure ...
+    notify_retry_cap_s: float = Field(300.0, gt=0)  # ... up to this
+    notify_timeout_s: float = Field(10.0, gt=0)  # no answer within this is a failure
+    notify_give_up_s: int = Field(86400, ge=60)  # undelivered this long after it was made
+    notify_poll_s: float = Field(1.0, gt=0)  # the sender looks for due notifications
 
     @model_validator(mode="after")
     def _secret(self) -> HubSettings:
@@ -74,6 +102,12 @@ class HubSettings(BaseSettings):
         if self.pay_sandbox_secret:
             return self.pay_sandbox_secret
         return read_or_create_secret(self.pay_secret_file)
+
+    def notify_secret(self) -> str:
+        """The webhook signing secret; if not given, generated once in its file."""
+        if self.notify_webhook_secret:
+            return self.notify_webhook_secret
+        return read_or_create_secret(self.notify_secret_file)
 
 
 def load_settings(**overrides: object) -> HubSettings:

@@ -8,7 +8,9 @@ from sqlmodel import SQLModel
 
 import hub.alarms.models
 import hub.models
-import hub.parking.models  # noqa: F401
+import hub.notify.models
+import hub.parking.models
+import hub.workorders.models  # noqa: F401
 from hub.payments import models as payment_models  # noqa: F401
 
 config = context.config
