@@ -23,6 +23,8 @@ from hub.db import session_scope
 from hub.models import Command, utcnow
 from hub.parking import sync as parking_sync
 from hub.settings import HubSettings
+from hub.workorders import service as workorders
+from hub.workorders import sla
 from protocols.mqtt import Command as CommandMsg
 from protocols.mqtt import Kind, Topic, Write
 
@@ -38,6 +40,7 @@ GRACE = timedelta(seconds=30)  # after expiry, wait this long for the edge's own
 class Dispatcher:
     def __init__(self, settings: HubSettings, engine: Engine) -> None:
         self.engine = engine
+        self._workorders = workorders.Config.from_settings(settings)
         self.rulebook = alarms.RuleBook()
         self._last_alarm_tick = 0.0
         self._sent: dict[str, float] = {}
@@ -97,6 +100,10 @@ class Dispatcher:
                     parking_sync.tick(self.engine, self._publish)
             except Exception:
                 log.exception("parking sync failed")
+            try:
+                sla.check(self.engine, self._workorders)  # each missed deadline once
+            except Exception:
+                log.exception("work-order SLA check failed")
             try:
                 self.alarm_tick()
             except Exception:

@@ -14,11 +14,14 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 from hub.alarms import live
-from hub.api.routes import alarms, auth, commands, health, parking, payments, registry
+from hub.api.routes import alarms, auth, commands, health, parking, payments, registry, workorders
 from hub.dispatch import Dispatcher
+from hub.notify import Sender
+from hub.notify import routes as notify_routes
 from hub.parking import service as parking_service
 from hub.runtime import make_consumer
 from hub.settings import HubSettings
+from hub.workorders import from_alarms
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 
@@ -37,6 +40,9 @@ def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
         app.state.alarm_broadcaster = live.Broadcaster(settings, f"hub-live-{tag}")
         app.state.alarm_broadcaster.start(asyncio.get_running_loop())
         unregister = parking_service.register_payments()
+        uninstall_hooks = from_alarms.install(settings)  # alarms -> work orders, notifications
+        app.state.notify_sender = Sender.from_settings(settings, engine)
+        app.state.notify_sender.start()
         app.state.consumer = None
         if settings.embedded_ingest:
             app.state.consumer = make_consumer(settings, engine)
@@ -51,10 +57,22 @@ def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
             app.state.dispatcher.stop()
             app.state.alarm_broadcaster.stop()
             app.state.alarm_publisher.close()
+            app.state.notify_sender.stop()
+            uninstall_hooks()
             unregister()
 
     app = FastAPI(title="wuye hub", version="0.1.0", lifespan=lifespan)
-    routers = (auth, registry, commands, payments, parking, alarms, health)
+    routers = (
+        auth,
+        registry,
+        commands,
+        payments,
+        parking,
+        alarms,
+        workorders,
+        notify_routes,
+        health,
+    )
     for r in (m.router for m in routers):
         app.include_router(r)
     # the engineers' page (hub/web): static files, everything else through the API
