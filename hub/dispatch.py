@@ -23,8 +23,8 @@ from hub.db import session_scope
 from hub.models import Command, utcnow
 from hub.parking import sync as parking_sync
 from hub.settings import HubSettings
+from hub.workorders import from_alarms, sla
 from hub.workorders import service as workorders
-from hub.workorders import sla
 from protocols.mqtt import Command as CommandMsg
 from protocols.mqtt import Kind, Topic, Write
 
@@ -101,9 +101,10 @@ class Dispatcher:
             except Exception:
                 log.exception("parking sync failed")
             try:
+                from_alarms.sweep(self.engine, self._workorders)  # alarms ingest raised alone
                 sla.check(self.engine, self._workorders)  # each missed deadline once
             except Exception:
-                log.exception("work-order SLA check failed")
+                log.exception("work-order sweep or SLA check failed")
             try:
                 self.alarm_tick()
             except Exception:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlmodel import Session, select
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
 
 from hub.alarms import service as alarms
 from hub.alarms.models import Alarm
+from hub.db import session_scope
 from hub.models import Device, utcnow
 from hub.notify.service import Event, publish
 from hub.settings import HubSettings
@@ -123,6 +125,34 @@ def notify_hook(s: Session, alarm: Alarm, change: Change) -> None:
             },
         ),
     )
+
+
+def sweep(engine: Engine, config: service.Config) -> int:
+    """Open the orders of active alarms at or above the threshold that have none: alarms
+    raised by a process without the hooks (``python -m hub ingest``), or before the hooks
+    were installed. The dispatcher calls it every few seconds; opening is idempotent, so a
+    sweep racing a hook opens one order. Returns how many it opened."""
+    severe = [v.value for v in Severity if v.rank >= config.min_severity.rank]
+    with Session(engine) as s:
+        ids = s.exec(
+            select(Alarm.id).where(
+                col(Alarm.active),
+                col(Alarm.work_order_id).is_(None),
+                col(Alarm.severity).in_(severe),
+            )
+        ).all()
+    opened = 0
+    for alarm_id in ids:
+        with session_scope(engine) as s:
+            alarm = s.get(Alarm, alarm_id, with_for_update=True, populate_existing=True)
+            if alarm is None or not alarm.active or alarm.work_order_id is not None:
+                continue
+            _open_for(s, config, alarm, Severity(alarm.severity))
+            severity = Severity(alarm.severity)
+            change = Change(ChangeKind.RAISE, alarm.rule, alarm.alarm_type, 0, severity, "")
+            notify_hook(s, alarm, change)  # as the hook would have: once per severity
+            opened += 1
+    return opened
 
 
 def install(settings: HubSettings) -> Callable[[], None]:

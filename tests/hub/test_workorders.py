@@ -219,7 +219,7 @@ def test_the_hook_run_twice_at_once_for_one_alarm_opens_one_order(engine, people
     assert orders(engine) == []
     hook = from_alarms.work_order_hook(service.Config())
     change = Change(
-        ChangeKind.RAISE, "outlet-pressure-low", "outlet_pressure_low", 0, "major", "low", {}
+        ChangeKind.RAISE, "outlet-pressure-low", "outlet_pressure_low", 0, Severity.MAJOR, "low"
     )
     barrier = threading.Barrier(2)
     errors: list[Exception] = []
@@ -242,6 +242,22 @@ def test_the_hook_run_twice_at_once_for_one_alarm_opens_one_order(engine, people
     assert errors == []
     (wo,) = orders(engine)
     assert [a.action for a in trail(engine, wo.id)] == ["create", "auto_assign"]
+    with Session(engine) as s:
+        stored = s.get(Alarm, alarm.id)
+        assert stored is not None and stored.work_order_id == wo.id
+
+
+def test_alarms_raised_without_the_hooks_get_their_order_from_the_sweep(engine, people):
+    """``python -m hub ingest`` alone runs no hooks: the dispatcher's sweep opens the order."""
+    feed = Feed(engine)
+    feed.pressure(0, 0.22)
+    (alarm,) = feed.pressure(31, 0.22)
+    assert orders(engine) == []
+    config = service.Config()
+    assert from_alarms.sweep(engine, config) == 1
+    assert from_alarms.sweep(engine, config) == 0
+    (wo,) = orders(engine)
+    assert (wo.alarm_id, wo.priority, wo.assignee) == (alarm.id, "high", "pl-a")
     with Session(engine) as s:
         stored = s.get(Alarm, alarm.id)
         assert stored is not None and stored.work_order_id == wo.id
