@@ -105,12 +105,19 @@ class Sender:
         self._wake.set()
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.is_set():
             busy = False
             try:
                 busy = self.run_once() >= self.batch
+                if failing:
+                    log.warning("notification sender works again")
+                failing = False
             except Exception:
-                log.exception("notification sender failed; trying again")
+                # an outage (the database away) is logged once, then quietly until it ends
+                if not failing:
+                    log.exception("notification sender failed; trying again")
+                failing = True
             if not busy:
                 self._wake.wait(self.poll_s)
                 self._wake.clear()

@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from hub.auth import Role
 from hub.models import User, utcnow
 from hub.notify.models import Notification, Subscription
+from hub.notify.sender import wake_senders
 from hub.workorders.lifecycle import Priority
 from protocols.alarms.model import Severity
 
@@ -63,8 +64,6 @@ def _wakers(s: Session) -> None:
 
     def wake(session: Session) -> None:
         session.info.pop("notify_waker", None)
-        from hub.notify.sender import wake_senders
-
         wake_senders()
 
     def forget(session: Session) -> None:
