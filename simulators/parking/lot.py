@@ -27,7 +27,10 @@ fee to the fen; concurrent events are the ones of one instant on different lanes
 (virtual seconds per real second) paces the jumps so that a day takes a chosen real time;
 without it the day runs as fast as the lot can take the cars. Timers that are about the
 machinery and not the stay (sync resends, ask timeouts, rate limits, signature ages) stay on
-real time.
+real time. (The other way, a fee rule with minute-long periods on the wall clock, would make
+every stay a few minutes long and leave the hours, tiers and caps of a real rule untested.)
+The ledger prices each stay with ``protocols.parking.quote`` from its own facts: the times
+it chose, the payments it made, and which of them the gate could know of.
 
 **What the simulation assumes.** Between paying online and reaching the exit, a visitor
 takes long enough for the hub's sync to reach the edge, so the exit waits (with a deadline)
@@ -417,7 +420,6 @@ class LotDay:
         self.ledger = Ledger()
         self.hub_is_down = False
         self.edge_is_cut = False
-        self._stays: dict[tuple[str, int], Stay] = {}
         self._http: httpx.AsyncClient | None = None
 
     @property
@@ -464,7 +466,6 @@ class LotDay:
             yield _Event(p.cut[1], "", self._restore)
         for v in p.visits:
             stay = Stay(v.car.id, v.n, v.car.kind, v.car.plate, v.car.card)
-            self._stays[(v.car.id, v.n)] = stay
             self.ledger.stays.append(stay)
             yield _Event(v.arrive, v.entry_gate, partial(self._entry, v, stay))
             if v.pay_at is not None and not v.ask:
