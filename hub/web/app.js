@@ -134,10 +134,9 @@ async function refresh() {
 }
 
 const COLUMNS = ["new", "accepted", "in_progress", "paused", "finished", "awaiting_payment", "awaiting_rating", "follow_up"];
-const ACTIONS = {
-  new: ["grab"], accepted: ["start", "return"], in_progress: ["pause", "finish"], paused: ["resume"],
-  finished: ["confirm"], follow_up: ["call_back"],
-};
+// actions a card offers when the order allows them (the hub still checks who may);
+// dispatching, transferring, rating and paying need more than a click: the API takes them
+const ON_CARD = ["grab", "start", "pause", "resume", "return", "finish", "confirm", "call_back", "close"];
 const NEEDS_NOTE = new Set(["return", "pause", "close", "reopen"]);
 
 async function renderWorkOrders() {
@@ -147,12 +146,12 @@ async function renderWorkOrders() {
   const columns = COLUMNS.map((st) => {
     const col = text("div", "", "column");
     col.dataset.state = st;
-    col.append(text("h3", st.replace("_", " ")));
+    col.append(text("h3", st.replaceAll("_", " ")));
     for (const o of orders.filter((x) => x.state === st)) {
       const card = text("div", "", "card");
       card.dataset.workorder = o.id;
       card.append(text("div", `#${o.id} ${o.title}`), text("small", `${o.priority} · ${o.assignee || "unassigned"}`));
-      for (const action of ACTIONS[st] || []) {
+      for (const action of (o.possible || []).filter((a) => ON_CARD.includes(a))) {
         card.append(button(action, async () => {
           const note = NEEDS_NOTE.has(action) ? prompt(`why ${action}?`) : "";
           if (NEEDS_NOTE.has(action) && !note) return;

@@ -5,6 +5,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import text
 
+from hub.workorders.metrics import WorkOrderCollector
+
 router = APIRouter(tags=["health"])
 
 
@@ -43,4 +45,5 @@ class _IngestCollector:
 def metrics(request: Request) -> Response:
     registry = CollectorRegistry()
     registry.register(_IngestCollector(request))
+    registry.register(WorkOrderCollector(request.app.state.engine))
     return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
