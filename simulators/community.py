@@ -372,6 +372,7 @@ wuye demo: a simulated community on this machine
               http://127.0.0.1:{booth_port}/booth; cars arrive every few seconds (PARK
               lines); pay for one: curl -s '{api}/api/v1/parking/{LOT}/quote?plate=...'
   hub API     {api}/docs   login: {user} / {password}
+  page        {api}/ui/    live alarms and work orders (same login); try a fault below
               e.g. curl -s {api}/api/v1/sites/sunny-garden/devices -H "Authorization: Bearer $(
                 curl -s {api}/api/v1/auth/token -d username={user} -d password={password} \\
                 | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
