@@ -225,6 +225,40 @@ def _fmt(topic: str, payload: bytes) -> str:
     return f"{kind.upper()} {msg}"
 
 
+class Viewer:
+    """Prints every message on ``wuye/#``; held back until :meth:`show` (the banner first)."""
+
+    def __init__(self, port: int) -> None:
+        self.printed = 0
+        self._held: list[str] | None = []
+        self._lock = threading.Lock()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id="wuye-demo-viewer")
+        self._client.on_message = self._on_message
+        self._client.on_connect = lambda c, u, f, rc, p: c.subscribe("wuye/#", qos=1)
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+
+    def _on_message(self, c: paho.Client, u: Any, m: paho.MQTTMessage) -> None:
+        line = _fmt(m.topic, bytes(m.payload))
+        with self._lock:
+            if self._held is not None:
+                self._held.append(line)
+                return
+        print(line, flush=True)
+        self.printed += 1
+
+    def show(self) -> None:
+        with self._lock:
+            held, self._held = self._held or [], None
+        for line in held:
+            print(line, flush=True)
+        self.printed += len(held)
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
 @contextlib.contextmanager
 def _process(
     args: list[str], log: Path, env: dict[str, str] | None = None
@@ -284,7 +318,8 @@ def run_demo(duration: float | None = None, workdir: Path = ROOT / "var" / "demo
         f.unlink()
     broker = Mosquitto(workdir).start()
     stop = threading.Event()
-    printed = 0
+    # watching from the start: what happens while the rest starts is shown after the banner
+    viewer = Viewer(broker.port)
     try:
         sim_cfg, control = simulator_config(workdir)
         with _process(
@@ -382,17 +417,7 @@ wuye demo: a simulated community on this machine
 """,
                     flush=True,
                 )
-                client = paho.Client(CallbackAPIVersion.VERSION2, client_id="wuye-demo-viewer")
-
-                def on_message(c: paho.Client, u: Any, m: paho.MQTTMessage) -> None:
-                    nonlocal printed
-                    print(_fmt(m.topic, bytes(m.payload)), flush=True)
-                    printed += 1
-
-                client.on_message = on_message
-                client.on_connect = lambda c, u, f, rc, p: c.subscribe("wuye/#", qos=1)
-                client.connect("127.0.0.1", broker.port)
-                client.loop_start()
+                viewer.show()
                 signal.signal(signal.SIGINT, lambda *a: stop.set())
                 signal.signal(signal.SIGTERM, lambda *a: stop.set())
                 deadline = time.monotonic() + duration if duration else None
@@ -404,9 +429,8 @@ wuye demo: a simulated community on this machine
                     if left is not None and left <= 0:
                         break
                     stop.wait(left if left is not None else 1.0)
-                client.loop_stop()
-                client.disconnect()
+                viewer.close()
     finally:
         broker.stop()
-    print(f"demo stopped after {printed} messages", flush=True)
-    return 0 if printed else 1
+    print(f"demo stopped after {viewer.printed} messages", flush=True)
+    return 0 if viewer.printed else 1

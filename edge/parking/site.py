@@ -51,6 +51,7 @@ class ParkingSite:
         )
         lanes = {lane.gate: Lane(lane.gate, Direction(lane.direction)) for lane in cfg.lanes}
         self.service = ParkingService(site, gateway, cfg.lot, lanes, self.gates, outbox, link)
+        self._link = link
         # per gate, the last vehicle and its verdict: what the booth shows and acts on
         self.last: dict[str, tuple[Verdict, str | None, str | None]] = {}
         self.low_confidence = 0
@@ -80,6 +81,7 @@ class ParkingSite:
             self._spawn("plates", self._plates(self.camera))
         for gate in self.gates.values():
             self._spawn(f"gate-events-{gate.name}", self._gate_events(gate))
+        self._spawn("confirm-on-connect", self._confirm_on_connect())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -138,6 +140,19 @@ class ParkingSite:
     async def _plate_lane(self, gate: str, plates: EventQueue[str]) -> None:
         async for plate in plates:
             await self._decide(gate, plate=plate)
+
+    async def _confirm_on_connect(self) -> None:
+        """Tell the hub which state version is held here each time the link comes up: a
+        replaced outbox (and so an empty state) is then noticed and a snapshot sent."""
+        link = self._link
+        online, changed = getattr(link, "online", None), getattr(link, "changed", None)
+        if online is None or changed is None:
+            return
+        while True:
+            await online.wait()
+            self.service.confirm()
+            async with changed:
+                await changed.wait_for(lambda: not online.is_set())
 
     async def _gate_events(self, gate: GateController) -> None:
         async for ev in gate.events:

@@ -152,6 +152,18 @@ async def test_a_pass_made_while_the_edge_was_away_reaches_the_gate(broker, tmp_
                 )
                 lot_now = hub.get("/api/v1/lots/north", headers=auth).json()
                 assert lot_now["inside"] == 1 and lot_now["sync"]["confirmed"] == 2
+
+            # the box is replaced (a new SD card: no outbox, no state): on connecting it says
+            # it holds nothing, and gets the whole state again
+            for f in tmp_path.glob("outbox.db*"):
+                f.unlink()
+            async with Agent(load_site(config)) as fresh:
+                assert fresh.parking is not None
+                service = fresh.parking.service
+                await asyncio.to_thread(
+                    until, lambda: len(service.state.passes) == 1, 30, "the state sent again"
+                )
+                assert service.state.version == 2
     with Session(engine) as s:
         stay = s.exec(select(ParkingSession).where(ParkingSession.plate == "浙A88888")).one()
         assert stay.lease == "monthly"

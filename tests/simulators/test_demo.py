@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_demo_runs_a_community_end_to_end(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "simulators", "demo", "--duration", "10"],
+        [sys.executable, "-m", "simulators", "demo", "--duration", "20"],
         cwd=ROOT,
         capture_output=True,
         text=True,
