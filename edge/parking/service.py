@@ -113,6 +113,7 @@ class ParkingService:
         self.decisions = 0
         self.bad_syncs = 0
         self.gate_failures = 0
+        self.after_sync: list[Callable[[], None]] = []  # run after each sync applied
         self.asks = 0  # exits that asked the hub about a payment
         self.asks_paid = 0  # ... and were let out thanks to a payment learnt from the answer
         self.asks_unanswered = 0
@@ -479,6 +480,8 @@ class ParkingService:
                 )
                 st.policy, st.rule = trial.policy, trial.rule
         self.confirm()
+        for hook in self.after_sync:
+            hook()
 
     def confirm(self) -> None:
         """Tell the hub which version is held (durably) here."""

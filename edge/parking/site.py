@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from typing import Any
 
 from edge.config import ParkingConfig
@@ -51,6 +51,7 @@ class ParkingSite:
         )
         lanes = {lane.gate: Lane(lane.gate, Direction(lane.direction)) for lane in cfg.lanes}
         self.service = ParkingService(site, gateway, cfg.lot, lanes, self.gates, outbox, link)
+        self.service.after_sync.append(self._paid_while_held)
         self._link = link
         # per gate, the last vehicle and its verdict: what the booth shows and acts on
         self.last: dict[str, tuple[Verdict, str | None, str | None]] = {}
@@ -59,7 +60,7 @@ class ParkingSite:
         self._recent: dict[tuple[str, str], float] = {}
         self.booth: Any = None  # edge.parking.booth.Booth when booth_port is set
         self._stack = contextlib.AsyncExitStack()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> ParkingSite:
         for gate in self.gates.values():
@@ -85,13 +86,16 @@ class ParkingSite:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for t in self._tasks:
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._stack.aclose()
 
-    def _spawn(self, name: str, coro: Awaitable[None]) -> None:
-        self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _fresh(self, gate: str, who: str) -> bool:
         """False for a vehicle read again at the same gate within ``repeat_s``."""
@@ -140,6 +144,20 @@ class ParkingSite:
     async def _plate_lane(self, gate: str, plates: EventQueue[str]) -> None:
         async for plate in plates:
             await self._decide(gate, plate=plate)
+
+    def _paid_while_held(self) -> None:
+        """A car held at an exit whose payment has just arrived (the visitor paid by phone
+        at the barrier) is decided again, and let out: nobody has to fetch the booth."""
+        paid = {p.session for p in self.service.state.paid.values()}
+        for gate, (verdict, plate, card) in list(self.last.items()):
+            lane = self.service.lanes[gate]
+            if (
+                lane.direction is Direction.OUT
+                and verdict.action is Action.BOOTH
+                and verdict.session in paid
+            ):
+                self.last.pop(gate)
+                self._spawn(f"paid-at-{gate}", self._decide(gate, plate, card))
 
     async def _confirm_on_connect(self) -> None:
         """Tell the hub which state version is held here each time the link comes up: a

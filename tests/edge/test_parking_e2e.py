@@ -241,3 +241,77 @@ async def test_an_unpaid_car_is_held_and_the_booth_takes_the_fee_and_lets_it_out
                     "the booth payment at the hub",
                 )
     engine.dispose()
+
+
+async def test_a_car_held_at_the_exit_leaves_once_its_driver_pays_by_phone(broker, tmp_path):
+    """Nobody needs to fetch the booth: the payment reaches the edge, the gate opens."""
+    from hub.parking.service import create_lot
+    from protocols.parking.messages import Policy
+    from simulators.paychannel import PayChannelSimulator
+    from tests.hub.test_page import serving
+    from tests.hub.test_payments import FAST, SECRET
+
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    rule = {
+        "kind": "standard",
+        "first": {"minutes": 1, "fen": 500},
+        "step": {"minutes": 1, "fen": 100},
+    }
+    with session_scope(engine) as s:
+        create_lot(s, "north", "s1", "gw-1", Policy(capacity=5, rule=rule))
+    camera_port = free_port()
+    cam_url = f"http://127.0.0.1:{camera_port}/api/plates"
+    async with (
+        PayChannelSimulator(SECRET, retry=FAST) as sandbox,
+        GateSimulator(name="in1", travel_time=0.05) as gate_in,
+        GateSimulator(name="out1", travel_time=0.05) as gate_out,
+    ):
+        settings_kw = {"pay_sandbox_url": sandbox.url, "pay_sandbox_secret": SECRET.decode()}
+        config = parking_site(tmp_path, broker.url, {"in1": gate_in, "out1": gate_out}, camera_port)
+        port = free_port()
+        settings = load_settings(
+            database_url=url,
+            mqtt_url=broker.url,
+            secret_file=tmp_path / "secret",
+            ingest_linger_ms=10,
+            pay_notify_url=f"http://127.0.0.1:{port}",
+            **settings_kw,
+        )
+        with serving(create_app(settings, engine), port=port) as base:
+            async with Agent(load_site(config)) as agent, httpx.AsyncClient(base_url=base) as hub:
+                assert agent.parking is not None
+                service = agent.parking.service
+                await asyncio.to_thread(
+                    until, lambda: service.state.policy is not None, 30, "the lot's policy"
+                )
+                await PlateCamera(cam_url, "cam-in1", "in").recognize("浙D12345")
+                await gate_in.wait_until(lambda: gate_in.opens_count == 1)
+
+                def at_hub() -> bool:
+                    with Session(engine) as s:
+                        return s.exec(select(ParkingSession)).first() is not None
+
+                await asyncio.to_thread(until, at_hub, 30, "the stay at the hub")
+                real = service.clock
+                service.clock = lambda: real() + 30_000  # half a minute later, at the exit
+                await PlateCamera(cam_url, "cam-out1", "out").recognize("浙D12345")
+                await gate_out.wait_until(lambda: "out1" in agent.parking.last)
+                assert agent.parking.last["out1"][0].due_fen == 500 and gate_out.opens_count == 0
+
+                # the driver pays on the phone, at the barrier (the hub's clock has not moved:
+                # it quotes the first minute too)
+                order = await hub.post(
+                    "/api/v1/parking/north/pay",
+                    json={"plate": "浙D12345"},
+                    headers={"Idempotency-Key": "phone-at-the-barrier"},
+                )
+                assert order.status_code == 201, order.text
+                oid = order.json()["order_id"]
+                async with httpx.AsyncClient() as phone:
+                    r = await phone.post(f"{sandbox.url}/orders/{oid}/pay", json={})
+                    assert r.status_code == 200, r.text
+                async with asyncio.timeout(20):
+                    await gate_out.wait_until(lambda: gate_out.opens_count == 1)
+    engine.dispose()

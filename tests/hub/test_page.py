@@ -48,9 +48,10 @@ BIRTH = {
 
 
 @contextmanager
-def serving(app) -> Iterator[str]:
+def serving(app, port: int = 0) -> Iterator[str]:
+    """The app served by uvicorn in a thread, as in production; yields its base URL."""
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(64)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="hub-api")
