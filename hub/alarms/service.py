@@ -169,6 +169,11 @@ def on_samples(
         items.sort(key=lambda t: (t[0], t[1]))
         for rule in rules.rules:
             before = states.get((pk, rule.id))
+            if before is None and all(
+                isinstance(item, Sample) and engine.quiet(rule, item.values)
+                for _, _, item in items
+            ):
+                continue  # idle, and nothing here can wake it: no state to read or write
             state = before or RuleState()
             for _, _, item in items:
                 if isinstance(item, Sample):

@@ -202,6 +202,41 @@ def _integer(values: Mapping[str, Value], point: str) -> int | None:
     return int(v) if math.isfinite(v) and v.is_integer() else None
 
 
+_LIMITS: dict[int, tuple[Threshold, tuple[tuple[Severity, float], ...]]] = {}
+
+
+def _limits(c: Threshold) -> tuple[tuple[Severity, float], ...]:
+    # computed once per condition object (the model derives them on every access)
+    hit = _LIMITS.get(id(c))
+    if hit is None or hit[0] is not c:
+        hit = _LIMITS[id(c)] = (c, tuple(c.limits))
+    return hit[1]
+
+
+def quiet(rule: Rule, values: Mapping[str, Value]) -> bool:
+    """True when ``values`` cannot trigger ``rule`` (its points absent, or within limits).
+
+    For an idle rule (no run, no alarm) such a sample changes nothing but the time, so a
+    caller holding many idle rules may skip them (hub/alarms/service.py does). Rules that
+    are not about values (no data, offline) are never quiet.
+    """
+    c = rule.condition
+    if isinstance(c, Threshold):
+        x = _number(values, c.point)
+        if x is None:
+            return True
+        return not any((x > lim if c.rising else x < lim) for _, lim in _limits(c))
+    if isinstance(c, Range):
+        x = _number(values, c.point)
+        return x is None or c.lo <= x <= c.hi
+    if isinstance(c, NoData | Offline):
+        return False
+    if rule.schedule is not None:
+        return False  # windows end runs: let evaluate see it
+    reading = _read(rule, values)
+    return reading is None or reading.level is None
+
+
 def _read(rule: Rule, values: Mapping[str, Value]) -> _Reading | None:
     """The condition on one sample; None when the sample says nothing about it."""
     c = rule.condition
@@ -209,7 +244,7 @@ def _read(rule: Rule, values: Mapping[str, Value]) -> _Reading | None:
         x = _number(values, c.point)
         if x is None:
             return None
-        hit = [(s, lim) for s, lim in c.limits if (x > lim if c.rising else x < lim)]
+        hit = [(s, lim) for s, lim in _limits(c) if (x > lim if c.rising else x < lim)]
         back = c.clear
         cleared = not hit if back is None else (x < back if c.rising else x > back)
         details: dict[str, Any] = {"point": c.point, "value": x}
@@ -352,12 +387,10 @@ def evaluate(rule: Rule, state: RuleState, ts_ms: int, values: Mapping[str, Valu
     if not rule.enabled or (state.last_ts is not None and ts_ms <= state.last_ts):
         return state, []
     c = rule.condition
-    if not state.runs and state.severity is None and not isinstance(c, NoData | Offline):
+    if not state.runs and state.severity is None and quiet(rule, values):
         # the common case, made cheap: an idle rule and a sample that does not trigger it
         # (nothing to advance, nothing to clear: only the time moves on)
-        idle = _read(rule, values)
-        if idle is None or idle.level is None:
-            return replace(state, last_ts=ts_ms), []
+        return replace(state, last_ts=ts_ms), []
     state, changes = _advance(rule, state, ts_ms)
     state = replace(state, last_ts=ts_ms)
     c = rule.condition
