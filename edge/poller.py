@@ -46,7 +46,8 @@ class Sample:
     ts: int  # ms since epoch
     values: dict[str, Value]
     errors: dict[str, str]
-    critical: bool  # carries a billing-grade counter
+    critical: bool  # carries a billing-grade counter, or a status that changed
+    alert: bool = False  # a status point (fault bit, trip, door) changed: commit at once
 
 
 @dataclass(eq=False, slots=True)
@@ -63,6 +64,7 @@ class Device:
     last_error: str = ""
     # report by exception: point -> (value, monotonic time it was last published)
     published: dict[str, tuple[Value, float]] = field(default_factory=dict)
+    statuses: dict[str, Value] = field(default_factory=dict)  # last value of status points
 
     @property
     def id(self) -> str:
@@ -149,7 +151,7 @@ class BusPoller:
                     if attempt + 1 == attempts:
                         raise
         values: dict[str, Value] = {}
-        critical = False
+        critical = alert = False
         for p in dev.profile.points:
             why = next(
                 (m for r, m in refused.get(p.table, ()) if r.address <= p.address < r.end), None
@@ -163,9 +165,14 @@ class BusPoller:
                 errors[p.name] = str(exc)
                 continue
             critical = critical or p.kind is PointKind.COUNTER
+            if p.kind is PointKind.STATUS and dev.statuses.get(p.name) != values[p.name]:
+                # a fault bit set or cleared, a pump tripped: the alarm should not wait for
+                # the next group commit, and the record is about safety
+                alert = p.name in dev.statuses
+                dev.statuses[p.name] = values[p.name]
         if refused and not values:
             raise DeviceError(f"every read refused: {next(iter(errors.values()))}")
-        return Sample(dev.id, ts, values, errors, critical)
+        return Sample(dev.id, ts, values, errors, critical or alert, alert)
 
     def _failed(self, dev: Device, exc: Exception, started: float) -> None:
         dev.failures += 1
@@ -201,6 +208,6 @@ class BusPoller:
             keep[name] = value
             dev.published[name] = (value, now)
         sample.values = keep
-        sample.critical = sample.critical and any(
-            dev.profile.point(n).kind is PointKind.COUNTER for n in keep
+        sample.critical = sample.alert or (
+            sample.critical and any(dev.profile.point(n).kind is PointKind.COUNTER for n in keep)
         )

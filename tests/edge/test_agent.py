@@ -339,3 +339,25 @@ async def test_full_outbox_drops_oldest_telemetry_and_says_so(tmp_path):
     assert status["devices"] == {"lift-1": "online"}
     assert status["metrics"]["outbox_dropped_total"] >= 1
     sub.close()
+
+
+async def test_a_fault_bit_that_changes_is_sent_at_once_not_at_the_next_group_commit(
+    broker, tmp_path
+):
+    cfg = sim_config(tcp_endpoint("plant", "pump-station:1"))
+    async with ModbusSimulator(cfg) as sim:
+        # group commits every 30 s: ordinary telemetry waits for them
+        path = sim_site(tmp_path, broker.url, sim, interval=0.2, outbox={"commit_interval": 30})
+        sub = Subscriber(broker.port)
+        async with Agent(load_site(path)):
+            await wait(sub, lambda m: bool(sub.of_kind("birth")))
+            sim.device("pump-station-1").force("pump1_fault", True)
+            # it arrives within 10 s: it could only arrive after 30 s with the group commit
+            await wait(
+                sub,
+                lambda m: any(
+                    d["values"].get("pump1_fault") for d in data_of(sub, "pump-station-1")
+                ),
+                timeout=10,
+            )
+    sub.close()
