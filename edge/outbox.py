@@ -2,7 +2,8 @@
 
 SQLite in WAL mode with ``synchronous=FULL``: a commit is on the platter (or flash) when it
 returns. Messages are group-committed every ``commit_interval`` seconds to spare SD cards;
-a critical message (billing-grade readings, gate and payment events, command results)
+a critical message (billing-grade readings, status changes such as fault bits, gate and
+payment events, command results)
 makes the commit happen at once, coalescing with whatever else is pending.
 
 The sequence number is SQLite's AUTOINCREMENT rowid: assigned at commit, never reused,
