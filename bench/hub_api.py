@@ -11,9 +11,6 @@ is Debian's ``wrk`` (``make bench`` installs it), so the client costs the 2 core
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ import httpx
 
 from bench.common import median, record
 from bench.hub_ingest import DEVICES, GATEWAYS, _pg_database, births, data
-from deploy.mosquitto import Mosquitto, free_port
+from bench.wrk import hub_api, run_wrk
 from hub.apply import Applier, Raw
 from hub.auth import Role, create_user
 from hub.db import make_engine, session_scope, upgrade
@@ -51,69 +48,19 @@ request = function()
                              math.random(0, %d), math.random(0, %d))
   return wrk.format("GET", path, {["Authorization"] = "Bearer %s"})
 end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%d %%d %%d\\n", summary.requests,
-    summary.errors.status + summary.errors.connect + summary.errors.read
-    + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(99), summary.duration))
-end
 """
 
 
 def load(base: str, concurrency: int, duration: float, workdir: Path) -> dict[str, float]:
-    """Drive the API with wrk (C, so the load costs the 2 cores little) on random devices."""
+    """wrk on random devices' latest values, with a bearer token."""
     r = httpx.post(f"{base}/api/v1/auth/token", data={"username": "bench", "password": PASSWORD})
-    script = workdir / "latest.lua"
-    script.write_text(WRK_SCRIPT % (GATEWAYS - 1, DEVICES - 1, r.json()["access_token"]))
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{concurrency}", f"-d{round(duration)}s", "-s", str(script), base + "/"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
-    requests, errors, p50_us, p99_us, duration_us = (int(x) for x in line.split()[1:])
-    assert errors == 0, f"{errors} failed requests:\n{out}"
-    return {
-        "requests": requests,
-        "per_s": requests / (duration_us / 1e6),
-        "p50_ms": p50_us / 1000,
-        "p99_ms": p99_us / 1000,
-    }
+    lua = WRK_SCRIPT % (GATEWAYS - 1, DEVICES - 1, r.json()["access_token"])
+    return run_wrk(base, lua, concurrency, duration, workdir / "latest.lua")
 
 
 def once(db: str, concurrency: int, duration: float, workdir: Path) -> dict[str, Any]:
-    broker = Mosquitto(workdir).start()  # the command dispatcher wants a broker
-    port = free_port()
-    env = {
-        **os.environ,
-        "WUYE_HUB_DATABASE_URL": db,
-        "WUYE_HUB_MQTT_URL": broker.url,
-        "WUYE_HUB_SECRET_FILE": str(workdir / "secret"),
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hub",
-            "serve",
-            "--no-ingest",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None and server.stdout.readline().startswith("READY")
-        return load(f"http://127.0.0.1:{port}", concurrency, duration, workdir)
-    finally:
-        server.terminate()
-        server.wait(30)
-        broker.stop()
+    with hub_api(db, workdir) as base:
+        return load(base, concurrency, duration, workdir)
 
 
 def main() -> None:

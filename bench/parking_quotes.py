@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -29,7 +27,7 @@ import orjson
 
 from bench.common import exit_on_sigterm, measure_quietly, median, record
 from bench.hub_ingest import _pg_database
-from deploy.mosquitto import Mosquitto, free_port
+from bench.wrk import hub_api, run_wrk
 from hub.apply import Applier, Raw
 from hub.db import make_engine, session_scope, upgrade
 from hub.parking import service as parking
@@ -122,61 +120,18 @@ request = function()
   return wrk.format("GET", "/api/v1/parking/%s/quote?plate=" .. plate,
                     {["X-Forwarded-For"] = phone})
 end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%d %%d %%d\\n", summary.requests,
-    summary.errors.status + summary.errors.connect + summary.errors.read
-    + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(99), summary.duration))
-end
 """
 
 
 def load(base: str, inside: list[str], concurrency: int, duration: float, workdir: Path) -> Any:
-    script = workdir / "quotes.lua"
     table = ",".join(f'"{urllib.parse.quote(p)}"' for p in inside)
-    script.write_text(WRK_SCRIPT % (table, LOT))
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{concurrency}", f"-d{round(duration)}s", "-s", str(script), base + "/"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
-    requests, errors, p50_us, p99_us, duration_us = (int(x) for x in line.split()[1:])
-    assert errors == 0, f"{errors} failed requests (404 or 429 count):\n{out}"
-    return {
-        "requests": requests,
-        "per_s": requests / (duration_us / 1e6),
-        "p50_ms": p50_us / 1000,
-        "p99_ms": p99_us / 1000,
-    }
+    return run_wrk(base, WRK_SCRIPT % (table, LOT), concurrency, duration, workdir / "quotes.lua")
 
 
 def once(db: str, inside: list[str], concurrency: int, duration: float, workdir: Path) -> Any:
-    broker = Mosquitto(workdir).start()  # the sync sender wants a broker
-    port = free_port()
-    env = {
-        **os.environ,
-        "WUYE_HUB_DATABASE_URL": db,
-        "WUYE_HUB_MQTT_URL": broker.url,
-        "WUYE_HUB_SECRET_FILE": str(workdir / "secret"),
-    }
-    command = ["-m", "hub", "serve", "--no-ingest", "--port", str(port), "--log-level", "warning"]
-    server = subprocess.Popen(
-        [sys.executable, *command],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None and server.stdout.readline().startswith("READY")
-        base = f"http://127.0.0.1:{port}"
+    with hub_api(db, workdir) as base:
         # on a quiet machine; again if others took CPU meanwhile (bench/common.py)
         return measure_quietly(lambda: load(base, inside, concurrency, duration, workdir))
-    finally:
-        server.terminate()
-        server.wait(30)
-        broker.stop()
 
 
 def main() -> None:

@@ -8,17 +8,16 @@ fee, nothing about the owner.
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from hub.api.deps import CurrentUser, SessionDep, StaffUser, forbid_unless
 from hub.api.ratelimit import RateLimited
+from hub.api.reports import report_response
 from hub.api.routes.payments import ChannelsDep
 from hub.auth import Role, can_see_site
 from hub.models import User
@@ -471,19 +470,6 @@ def report(
         "occupancy": lambda: reports.occupancy(session, lot, start, end, step_s),
         "unpaid": lambda: reports.unpaid(session, lot, start, end),
     }
-    if report not in makers:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no report {report!r}")
-    rows: list[dict[str, Any]] = makers[report]()
-    if format == "json":
-        return rows
-    out = io.StringIO()
-    if rows:
-        w = csv.DictWriter(out, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    name = f"{lot_id}-{report}-{start.date()}-{end.date()}.csv"
-    return Response(
-        out.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    return report_response(
+        makers, report, format, f"{lot_id}-{report}-{start.date()}-{end.date()}.csv"
     )

@@ -7,17 +7,16 @@ InvalidAction -> 422 (a file over the limit: 413), a concurrent change -> 409.
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from hub.api.deps import CurrentUser, SessionDep, SettingsDep, StaffUser, forbid_unless
+from hub.api.reports import report_response
 from hub.auth import Role, can_see_site
 from hub.models import User, utcnow
 from hub.workorders import attachments, dispatching, reports, service
@@ -223,21 +222,8 @@ def report(
             session, sites, start, end, utcnow(), policy, True
         ),
     }
-    if report not in makers:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no report {report!r}")
-    rows: list[dict[str, Any]] = makers[report]()
-    if format == "json":
-        return rows
-    out = io.StringIO()
-    if rows:
-        w = csv.DictWriter(out, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    name = f"workorders-{report}-{start.date()}-{end.date()}.csv"
-    return Response(
-        out.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    return report_response(
+        makers, report, format, f"workorders-{report}-{start.date()}-{end.date()}.csv"
     )
 
 
