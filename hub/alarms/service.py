@@ -170,8 +170,7 @@ def on_samples(
         for rule in rules.rules:
             before = states.get((pk, rule.id))
             if before is None and all(
-                isinstance(item, Sample) and engine.quiet(rule, item.values)
-                for _, _, item in items
+                isinstance(item, Sample) and engine.quiet(rule, item.values) for _, _, item in items
             ):
                 continue  # idle, and nothing here can wake it: no state to read or write
             state = before or RuleState()
