@@ -170,7 +170,12 @@ class Agent:
         self._event(
             None,
             EventKind.OUTBOX_DROPPED,
-            {"count": d.count, "first_seq": d.first_seq, "last_seq": d.last_seq},
+            {
+                "count": d.count,
+                "first_seq": d.first_seq,
+                "last_seq": d.last_seq,
+                "ranges": [list(r) for r in d.ranges],
+            },
         )
 
     def _birth(self, bdseq: int, stream: str) -> Birth:

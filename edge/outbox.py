@@ -71,6 +71,8 @@ class Dropped:
     count: int
     first_seq: int
     last_seq: int
+    # the dropped seqs as contiguous runs: critical rows kept between them are not in them
+    ranges: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(slots=True)
@@ -342,7 +344,7 @@ class Outbox:
         self.depth -= len(victims)
         self.bytes -= freed
         log.warning("outbox full: dropped %d oldest telemetry messages", len(victims))
-        return Dropped(len(victims), victims[0], victims[-1])
+        return Dropped(len(victims), victims[0], victims[-1], _runs(victims))
 
     # -- reading ---------------------------------------------------------------------------
     async def fetch(self, after: int, limit: int) -> list[Message]:
@@ -389,3 +391,14 @@ class Outbox:
         )
         # a week of command ids is far longer than any broker redelivers
         self._db.execute("DELETE FROM commands WHERE created < ?", (now - 7 * 86400_000,))
+
+
+def _runs(seqs: list[int]) -> tuple[tuple[int, int], ...]:
+    """Ascending ``seqs`` as (first, last) runs of consecutive numbers."""
+    runs: list[tuple[int, int]] = []
+    for q in seqs:
+        if runs and q == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], q)
+        else:
+            runs.append((q, q))
+    return tuple(runs)

@@ -459,19 +459,24 @@ class Applier:
                 dev.last_seen = ms_to_dt(e.ts)
             self.device_events.append(alarms.DeviceEvent(pk, e.ts, online, dict(e.detail)))
         elif e.event is EventKind.OUTBOX_DROPPED:
-            first, last = e.detail.get("first_seq"), e.detail.get("last_seq")
-            if isinstance(first, int) and isinstance(last, int):
-                gw = s.get(Gateway, t.gateway)
-                assert gw is not None
-                s.add(
-                    Gap(
-                        gateway_id=t.gateway,
-                        stream=gw.stream,
-                        first_seq=first,
-                        last_seq=last,
-                        reason="dropped_by_edge",
+            # the dropped runs (critical messages kept between them are not gaps)
+            runs = e.detail.get("ranges") or [[e.detail.get("first_seq"), e.detail.get("last_seq")]]
+            gw = s.get(Gateway, t.gateway)
+            assert gw is not None
+            for run in runs:
+                if not (isinstance(run, list) and len(run) == 2):
+                    continue
+                first, last = run
+                if isinstance(first, int) and isinstance(last, int) and first <= last:
+                    s.add(
+                        Gap(
+                            gateway_id=t.gateway,
+                            stream=gw.stream,
+                            first_seq=first,
+                            last_seq=last,
+                            reason="dropped_by_edge",
+                        )
                     )
-                )
 
     def _ack(self, s: Session, t: Topic, a: Ack) -> None:
         cmd = s.get(Command, a.id, with_for_update=True)

@@ -69,18 +69,19 @@ async def test_full_outbox_drops_oldest_telemetry_never_critical(tmp_path):
     async with Outbox(tmp_path / "ob.db", max_bytes=10 * size, on_drop=drops.append) as ob:
         await ob.put("t", body(0), created=0, critical=True)
         for i in range(1, 15):
-            ob.put_nowait("t", body(i), created=i, critical=False)
+            ob.put_nowait("t", body(i), created=i, critical=i == 3)
         await ob.flush()
         kept = [m.seq for m in await ob.fetch(0, 100)]
-        # seq 1 (critical) stays; 2..6 (the oldest telemetry) went to make room
-        assert kept == [1, *range(7, 16)]
-        assert drops == [Dropped(5, 2, 6)] and ob.dropped_total == 5
+        # seqs 1 and 4 (critical) stay; 2, 3 and 5..7 (the oldest telemetry) made room, and
+        # the drop names exactly those runs: the critical message between them is no gap
+        assert kept == [1, 4, *range(8, 16)]
+        assert drops == [Dropped(5, 2, 7, ((2, 3), (5, 7)))] and ob.dropped_total == 5
         assert ob.bytes <= ob.max_bytes
         for i in range(20):
             ob.put_nowait("t", body(i), created=i, critical=True)
         await ob.flush()
         # over capacity with critical messages: nothing critical is ever dropped
-        assert sum(m.critical for m in await ob.fetch(0, 100)) == 21
+        assert sum(m.critical for m in await ob.fetch(0, 100)) == 22  # 1, 4 and these 20
 
 
 async def test_bdseq_and_command_ids_survive_restart(tmp_path):
