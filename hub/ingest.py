@@ -63,6 +63,7 @@ class Consumer:
         self.client_id = f"hub-ingest-{instance}"
         self.stats = Stats()
         self.connected = threading.Event()
+        self.applied = threading.Condition()  # notified after each batch is committed
         self._queue: deque[tuple[int, int, Raw]] = deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -200,6 +201,8 @@ class Consumer:
         for mid, qos, _ in batch:
             if qos > 0:
                 self._client.ack(mid, qos)
+        with self.applied:
+            self.applied.notify_all()
         s = self.stats
         s.received += len(batch)
         s.applied += out.applied

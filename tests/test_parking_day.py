@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -73,16 +74,25 @@ POLICY = Policy(
 )
 
 
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll state that has no event to wait on (the hub's database), with a deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        if await asyncio.to_thread(predicate):
-            return
-        if loop.time() > deadline:
+async def until(
+    predicate: Callable[[], bool], consumer: Callable[[], Any], timeout: float, what: str
+) -> None:
+    """Until ``predicate`` (hub database state) holds, checked after each batch the hub's
+    ingest commits (``consumer()``: the running hub's), with a deadline."""
+    await asyncio.to_thread(_until_applied, predicate, consumer, timeout, what)
+
+
+def _until_applied(
+    predicate: Callable[[], bool], consumer: Callable[[], Any], timeout: float, what: str
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise AssertionError(f"{what} not reached in {timeout} s")
-        await asyncio.sleep(0.02)
+        c = consumer()
+        with c.applied:  # a batch committed between the check and here is seen next round
+            c.applied.wait(min(left, 1.0))
 
 
 class Hub:
@@ -115,6 +125,7 @@ class Hub:
         sock.bind(("127.0.0.1", self.port))
         sock.listen(128)  # requests queue until uvicorn has started
         app = create_app(self.settings, self._engine)
+        self.app = app
         config = uvicorn.Config(app, log_config=None, access_log=False, log_level="warning")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -287,7 +298,10 @@ async def _day(broker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                     and lot_row.version == service.state.version
                 )
 
-        await until(lambda: service.state.version == hub_version(), 20, "the edge synced")
+        def ingest() -> Any:
+            return hub.app.state.consumer
+
+        await until(lambda: service.state.version == hub_version(), ingest, 20, "the edge synced")
 
         class World:
             """The hub stopping and starting, the edge cut off and back (LotDay's World)."""
@@ -297,7 +311,7 @@ async def _day(broker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             _t = 0.0
 
             async def settle(self) -> None:
-                await until(caught_up, 20, "records and syncs delivered")
+                await until(caught_up, ingest, 20, "records and syncs delivered")
 
             async def hub_down(self) -> None:
                 await asyncio.to_thread(hub.stop)
@@ -310,7 +324,9 @@ async def _day(broker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             async def cut_edge(self) -> None:
                 line.cut = True
                 line.drop()
-                await until(lambda: not agent.link.online.is_set(), 10, "the edge offline")
+                link = agent.link
+                async with asyncio.timeout(10), link.changed:
+                    await link.changed.wait_for(lambda: not link.online.is_set())
                 self._t = asyncio.get_running_loop().time()
 
             async def restore_edge(self) -> None:
@@ -340,7 +356,7 @@ async def _day(broker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             print("edge: outbox", agent.outbox.depth, agent.outbox.last_seq, agent.link.state)
             raise
         day_real_s = asyncio.get_running_loop().time() - started
-        await until(caught_up, 30, "the hub caught up after the day")
+        await until(caught_up, ingest, 30, "the hub caught up after the day")
 
         fin = await http.post("/api/v1/auth/token", data={"username": "fin", "password": PW})
         finance = {"Authorization": f"Bearer {fin.json()['access_token']}"}
