@@ -5,8 +5,6 @@ records reach the hub through a real Mosquitto, and the hub's state reaches the 
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from hub.parking.models import ParkingSession, ParkingSync
 from hub.settings import load_settings
 from simulators.parking.camera import PlateCamera
 from simulators.parking.gate import GateSimulator
+from tests.support.wait import until_applied
 
 PW = "correct horse battery"
 RULE = {
@@ -35,16 +34,6 @@ RULE = {
     "step": {"minutes": 30, "fen": 200},
     "cap_fen": 3000,
 }
-
-
-def until(predicate, timeout: float = 30, what: str = "condition") -> None:
-    """Poll state that has no event to wait on (the hub's database), with a deadline."""
-    deadline = time.monotonic() + timeout
-    tick = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout}s")
-        tick.wait(0.05)
 
 
 def parking_site(
@@ -120,12 +109,22 @@ async def test_a_pass_made_while_the_edge_was_away_reaches_the_gate(broker, tmp_
                     return st
 
             # sent to an edge that is not there: not confirmed, and not given up on
-            await asyncio.to_thread(until, lambda: sync_state().attempts >= 1, 10, "a first send")
+            await asyncio.to_thread(
+                until_applied,
+                hub.app.state.consumer,
+                lambda: sync_state().attempts >= 1,
+                10,
+                "a first send",
+            )
             assert sync_state().confirmed == 0
 
             async with Agent(load_site(config)):
                 await asyncio.to_thread(
-                    until, lambda: sync_state().confirmed == 2, 30, "the edge confirming"
+                    until_applied,
+                    hub.app.state.consumer,
+                    lambda: sync_state().confirmed == 2,
+                    30,
+                    "the edge confirming",
                 )
                 cam_in = PlateCamera(cam_url, "cam-in1", "in")
                 cam_out = PlateCamera(cam_url, "cam-out1", "out")
@@ -143,7 +142,8 @@ async def test_a_pass_made_while_the_edge_was_away_reaches_the_gate(broker, tmp_
                         return sorted((r.plate, r.status, r.exit_at is None) for r in rows)
 
                 await asyncio.to_thread(
-                    until,
+                    until_applied,
+                    hub.app.state.consumer,
                     lambda: (
                         recorded() == [("浙A88888", "inside", True), ("浙B12345", "exited", False)]
                     ),
@@ -161,7 +161,11 @@ async def test_a_pass_made_while_the_edge_was_away_reaches_the_gate(broker, tmp_
                 assert fresh.parking is not None
                 service = fresh.parking.service
                 await asyncio.to_thread(
-                    until, lambda: len(service.state.passes) == 1, 30, "the state sent again"
+                    until_applied,
+                    hub.app.state.consumer,
+                    lambda: len(service.state.passes) == 1,
+                    30,
+                    "the state sent again",
                 )
                 assert service.state.version == 2
     with Session(engine) as s:
@@ -195,12 +199,16 @@ async def test_an_unpaid_car_is_held_and_the_booth_takes_the_fee_and_lets_it_out
     ):
         gates = {"in1": gate_in, "out1": gate_out}
         config = parking_site(tmp_path, broker.url, gates, camera_port, booth_port=booth_port)
-        with TestClient(create_app(settings, engine)):
+        with TestClient(create_app(settings, engine)) as hub:
             async with Agent(load_site(config)) as agent:
                 assert agent.parking is not None
                 service = agent.parking.service
                 await asyncio.to_thread(
-                    until, lambda: service.state.policy is not None, 30, "the lot's policy"
+                    until_applied,
+                    hub.app.state.consumer,
+                    lambda: service.state.policy is not None,
+                    30,
+                    "the lot's policy",
                 )
                 cam_url = f"http://127.0.0.1:{camera_port}/api/plates"
                 await PlateCamera(cam_url, "cam-in1", "in").recognize("浙C55555")
@@ -235,7 +243,8 @@ async def test_an_unpaid_car_is_held_and_the_booth_takes_the_fee_and_lets_it_out
                         return (row.status, row.paid_booth_fen, row.fee_fen) if row else None
 
                 await asyncio.to_thread(
-                    until,
+                    until_applied,
+                    hub.app.state.consumer,
                     lambda: settled() == ("exited", 500, 500),
                     30,
                     "the booth payment at the hub",
@@ -279,12 +288,17 @@ async def test_a_car_held_at_the_exit_leaves_once_its_driver_pays_by_phone(broke
             pay_notify_url=f"http://127.0.0.1:{port}",
             **settings_kw,
         )
-        with serving(create_app(settings, engine), port=port) as base:
+        app = create_app(settings, engine)
+        with serving(app, port=port) as base:
             async with Agent(load_site(config)) as agent, httpx.AsyncClient(base_url=base) as hub:
                 assert agent.parking is not None
                 service = agent.parking.service
                 await asyncio.to_thread(
-                    until, lambda: service.state.policy is not None, 30, "the lot's policy"
+                    until_applied,
+                    app.state.consumer,
+                    lambda: service.state.policy is not None,
+                    30,
+                    "the lot's policy",
                 )
                 await PlateCamera(cam_url, "cam-in1", "in").recognize("浙D12345")
                 await gate_in.wait_until(lambda: gate_in.opens_count == 1)
@@ -293,7 +307,9 @@ async def test_a_car_held_at_the_exit_leaves_once_its_driver_pays_by_phone(broke
                     with Session(engine) as s:
                         return s.exec(select(ParkingSession)).first() is not None
 
-                await asyncio.to_thread(until, at_hub, 30, "the stay at the hub")
+                await asyncio.to_thread(
+                    until_applied, app.state.consumer, at_hub, 30, "the stay at the hub"
+                )
                 real = service.clock
                 service.clock = lambda: real() + 30_000  # half a minute later, at the exit
                 await PlateCamera(cam_url, "cam-out1", "out").recognize("浙D12345")

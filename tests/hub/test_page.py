@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import orjson
 import paho.mqtt.client as paho
 import pytest
@@ -56,8 +57,12 @@ def serving(app, port: int = 0) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="hub-api")
     thread.start()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        # queued on the listening socket until uvicorn has run the app's startup: once this
+        # is answered, everything the lifespan builds (ingest, the dispatcher) exists
+        httpx.get(f"{base}/health", timeout=60).raise_for_status()
+        yield base
     finally:
         server.should_exit = True
         thread.join(30)
