@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from protocols.errors import MessageError
 
@@ -23,8 +23,19 @@ VERSION = 1
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _ID = re.compile(ID_PATTERN)
 Ident = Annotated[str, Field(pattern=ID_PATTERN)]
-Millis = Annotated[int, Field(ge=0)]
-Scalar = int | float | bool
+# a profile's point name (protocols/profile.py): safe as a field key in every store
+PointName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+# The ranges the contract states (protocols/README.md). Every number is exactly its JSON
+# type: an integer field refuses true/false, 1.0 and "1"; nothing is coerced.
+MAX_SEQ = 2**53 - 1  # seq and bdseq: exact in every JSON reader, far beyond any site's life
+MAX_MILLIS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant a date holds
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Float = Annotated[float, Strict()]  # an integer is a valid float; a string is not
+Millis = Annotated[int, Strict(), Field(ge=0, le=MAX_MILLIS)]
+SeqNo = Annotated[int, Strict(), Field(ge=1, le=MAX_SEQ)]
+BdSeq = Annotated[int, Strict(), Field(ge=0, le=MAX_SEQ)]
+Scalar = Annotated[int, Strict()] | Annotated[float, Strict()] | Annotated[bool, Strict()]
 
 
 class Kind(StrEnum):
@@ -104,17 +115,17 @@ class _Message(BaseModel):
 
 class Sequenced(_Message):
     gw: Ident
-    seq: Annotated[int, Field(ge=1)]
+    seq: SeqNo
     ts: Millis
-    hist: bool = False  # replayed from the outbox after an outage or restart
+    hist: Bool = False  # replayed from the outbox after an outage or restart
 
 
 class Data(Sequenced):
     """One poll of one device: every point that decoded, and why the others did not."""
 
     dev: Ident
-    values: dict[str, Scalar]
-    errors: dict[str, str] = Field(default_factory=dict)
+    values: dict[PointName, Scalar]
+    errors: dict[PointName, Annotated[str, Field(max_length=500)]] = Field(default_factory=dict)
 
 
 class EventKind(StrEnum):
@@ -143,19 +154,19 @@ class Ack(Sequenced):
 
 
 class PointInfo(_Message):
-    name: str
+    name: PointName
     unit: str = ""
     kind: str
     type: str
-    writable: bool = False
+    writable: Bool = False
 
 
 class DeviceInfo(_Message):
     id: Ident
     profile: str
     bus: str
-    unit: int
-    interval_s: float
+    unit: Annotated[int, Strict(), Field(ge=0, le=255)]
+    interval_s: Annotated[float, Strict(), Field(gt=0, le=86400)]
     points: tuple[PointInfo, ...]
 
 
@@ -164,8 +175,9 @@ class Birth(_Message):
 
     gw: Ident
     site: Ident
-    bdseq: Annotated[int, Field(ge=0)]  # matches the will (Death) set for this connection
-    stream: str  # id of the outbox; a new one means sequence numbers restarted
+    bdseq: BdSeq  # matches the will (Death) set for this connection
+    stream: Annotated[str, Field(min_length=1, max_length=64)]  # the outbox's id: a new one
+    # means sequence numbers restarted
     ts: Millis
     agent: str
     devices: tuple[DeviceInfo, ...]
@@ -173,7 +185,7 @@ class Birth(_Message):
 
 class Death(_Message):
     gw: Ident
-    bdseq: Annotated[int, Field(ge=0)]
+    bdseq: BdSeq
 
 
 class Write(_Message):
@@ -195,8 +207,8 @@ class Command(_Message):
 class Status(_Message):
     gw: Ident
     ts: Millis
-    metrics: dict[str, Scalar]
-    devices: dict[str, str]  # device id -> online | offline | unknown
+    metrics: dict[Annotated[str, Field(max_length=128)], Scalar]
+    devices: dict[Ident, Literal["online", "offline", "unknown"]]
 
 
 _BY_KIND: dict[Kind, type[BaseModel]] = {
@@ -240,7 +252,7 @@ def parse(topic: str, payload: bytes) -> tuple[Topic, BaseModel]:
         raise MessageError(f"payload is not JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise MessageError("payload is not a JSON object")
-    if obj.get("v") != VERSION:
+    if type(obj.get("v")) is not int or obj["v"] != VERSION:  # true == 1 in Python
         raise MessageError(f"unknown schema version {obj.get('v')!r}")
     try:
         msg = _model_of(t.kind).model_validate(obj)

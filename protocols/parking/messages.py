@@ -19,11 +19,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
-from protocols.mqtt import Ident, Millis, Sequenced
+from protocols.mqtt import Bool, Ident, Millis, Sequenced
 
-Fen = Annotated[int, Field(ge=0)]
+MAX_FEN = 10**12  # ten billion yuan: more than any parking stay, in range of every column
+Fen = Annotated[int, Strict(), Field(ge=0, le=MAX_FEN)]
+Version = Annotated[int, Strict(), Field(ge=0, le=2**53 - 1)]
 Plate = Annotated[str, Field(min_length=1, max_length=16)]
 Key = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -67,7 +69,7 @@ class Pass(_Frozen):
 
     id: Key
     plate: Plate | None = None
-    card: str | None = None  # IC-card uid, hex
+    card: Annotated[str, Field(max_length=32)] | None = None  # IC-card uid, hex
     lease: Lease = Lease.MONTHLY
     start: Millis
     end: Millis
@@ -97,13 +99,15 @@ class OfflineExit(StrEnum):
 class Policy(_Frozen):
     """A lot's rules. ``rule`` is a fee rule (protocols.parking.parse_rule validates it)."""
 
-    capacity: Annotated[int, Field(ge=0)]
-    accept_temporary: bool = True
+    capacity: Annotated[int, Strict(), Field(ge=0, le=1_000_000)]
+    accept_temporary: Bool = True
     when_full: Literal["refuse", "booth"] = "booth"
     offline_exit: OfflineExit = OfflineExit.BOOTH
-    grace_minutes: Annotated[int, Field(ge=0, le=240)] = 15
+    grace_minutes: Annotated[int, Strict(), Field(ge=0, le=240)] = 15
     rule: dict[str, Any]
-    monthly_fen: Annotated[int, Field(ge=1)] | None = None  # price of a month's pass, if sold
+    monthly_fen: Annotated[int, Strict(), Field(ge=1, le=MAX_FEN)] | None = (
+        None  # price of a month's pass, if sold
+    )
 
 
 class Paid(_Frozen):
@@ -112,7 +116,7 @@ class Paid(_Frozen):
     id: Key  # the payment order
     session: Key
     plate: Plate
-    fen: Annotated[int, Field(ge=1)]
+    fen: Annotated[int, Strict(), Field(ge=1, le=MAX_FEN)]
     at: Millis
 
 
@@ -136,8 +140,8 @@ class Sync(_Frozen):
 
     v: Literal[1] = 1
     lot: Ident
-    version: Annotated[int, Field(ge=1)]
-    base: Annotated[int, Field(ge=0)] | None = None
+    version: Annotated[int, Strict(), Field(ge=1, le=2**53 - 1)]
+    base: Version | None = None
     changes: tuple[Change, ...]
 
 
@@ -145,7 +149,7 @@ class Synced(_Frozen):
     v: Literal[1] = 1
     gw: Ident
     lot: Ident
-    version: Annotated[int, Field(ge=0)]  # what the edge holds (0: nothing yet)
+    version: Version  # what the edge holds (0: nothing yet)
     ts: Millis
 
 
@@ -159,15 +163,15 @@ class ParkRecord(Sequenced):
     at: Millis
     gate: Ident | None = None
     plate: Plate | None = None
-    card: str | None = None
+    card: Annotated[str, Field(max_length=32)] | None = None
     action: Action | None = None
-    reason: str = ""
+    reason: Annotated[str, Field(max_length=500)] = ""
     lease: Lease = Lease.TEMPORARY
     entry_at: Millis | None = None  # on an exit: when the session started, if known
     fee_fen: Fen = 0  # on an exit: the fee of the stay as the edge computed it
     paid_fen: Fen = 0  # on a booth payment: the amount taken; on an exit: all paid
     unpaid_fen: Fen = 0  # on an exit let out unpaid (offline policy): what is owed
-    operator: str | None = None  # booth payments and corrections
+    operator: Annotated[str, Field(max_length=64)] | None = None  # booth payments and corrections
     corrected_from: Plate | None = None  # on a correction: the plate as misread
 
 
