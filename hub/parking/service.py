@@ -13,6 +13,10 @@ How records reconcile into sessions (protocols/PARKING.md has the table):
 - an online payment adds to its online total; what was paid beyond the fee (an online
   payment the offline edge did not know of, then paid again at the booth) shows as
   ``overpaid`` in reports: a refund to make, never a second charge kept silently.
+
+What an edge names must be its own: a record for a lot its gateway does not run at the
+topic's site, or naming another lot's session, is refused whole (a dead letter); an ask
+about one is answered with no payments.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from hub.models import Site
+from hub.models import Gateway, Site
 from hub.parking.models import (
     ParkingChange,
     ParkingListEntry,
@@ -254,10 +258,35 @@ def _paid(order: PaymentOrder, plate: str) -> Paid:
 
 
 # -- from the edge -----------------------------------------------------------------------------
+# Whatever an edge names (a lot, a session) must be its own: the lot run by the gateway
+# that sent the message, at the site it speaks for, and the session one of that lot's.
+# Session ids reach the public through quotes, so knowing one proves nothing.
+def _own_lot(s: Session, topic: Topic, lot_id: str) -> ParkingLot | str:
+    """The lot, if the sending gateway runs it at the topic's site; otherwise why not."""
+    lot = s.get(ParkingLot, lot_id)
+    if lot is None:
+        return f"unknown lot {lot_id!r}"
+    if lot.gateway_id != topic.gateway:
+        return f"lot {lot_id!r} is run by {lot.gateway_id!r}, not {topic.gateway!r}"
+    if lot.site_id != topic.site:
+        return f"lot {lot_id!r} is at site {lot.site_id!r}, not {topic.site!r}"
+    gw = s.get(Gateway, topic.gateway)
+    if gw is not None and gw.site_id != topic.site:
+        # ingest checks the site of sequenced messages only, not of asks and synced
+        return f"gateway {topic.gateway!r} belongs to site {gw.site_id!r}, not {topic.site!r}"
+    return lot
+
+
+def _not_in_lot(sess: ParkingSession | None, lot_id: str) -> str | None:
+    if sess is None or sess.lot_id == lot_id:
+        return None
+    return f"session {sess.id!r} is in lot {sess.lot_id!r}, not {lot_id!r}"
+
+
 def on_synced(s: Session, topic: Topic, msg: Synced) -> None:
-    lot = s.get(ParkingLot, msg.lot)
-    if lot is None or lot.gateway_id != topic.gateway:
-        log.warning("synced from %s for lot %s it does not run", topic.gateway, msg.lot)
+    lot = _own_lot(s, topic, msg.lot)
+    if isinstance(lot, str):
+        log.warning("synced from %s ignored: %s", topic.gateway, lot)
         return
     st = s.get(ParkingSync, lot.id, with_for_update=True, populate_existing=True)
     assert st is not None
@@ -269,19 +298,41 @@ def on_synced(s: Session, topic: Topic, msg: Synced) -> None:
 
 
 def on_birth(s: Session, gateway: str) -> None:
-    """An edge (re)connected: send its lots' state again at once if it is behind."""
-    for lot in s.exec(select(ParkingLot).where(ParkingLot.gateway_id == gateway)):
-        s.execute(update(ParkingSync).where(col(ParkingSync.lot_id) == lot.id).values(sent_at=None))
+    """An edge (re)connected: send its lots' state again at once if it is behind.
+
+    Only lots at the gateway's own site: one set up with another site's id is not its lot.
+    """
+    gw = s.get(Gateway, gateway)
+    if gw is None:
+        return
+    lots = select(ParkingLot.id).where(
+        ParkingLot.gateway_id == gateway, ParkingLot.site_id == gw.site_id
+    )
+    s.execute(update(ParkingSync).where(col(ParkingSync.lot_id).in_(lots)).values(sent_at=None))
 
 
 def answer(s: Session, topic: Topic, ask: Ask) -> Answer:
-    lot = s.get(ParkingLot, ask.lot)
-    if lot is None or lot.gateway_id != topic.gateway:
-        return Answer(id=ask.id, session=ask.session)
+    """The paid orders of the session asked about; none if it is not the asker's session.
+
+    An ask cannot be refused (the car waits at the exit for an answer): one about another
+    lot, or another lot's session, is answered with no payments and logged.
+    """
+    nothing = Answer(id=ask.id, session=ask.session)
+    lot = _own_lot(s, topic, ask.lot)
+    if isinstance(lot, str):
+        log.warning("ask %s from %s answered with no payments: %s", ask.id, topic.gateway, lot)
+        return nothing
+    sess = s.get(ParkingSession, ask.session)
+    if sess is None:
+        return nothing  # its records have not arrived: nothing can have been paid online
+    refused = _not_in_lot(sess, lot.id)
+    if refused:
+        log.warning("ask %s from %s answered with no payments: %s", ask.id, topic.gateway, refused)
+        return nothing
     orders = s.exec(
         select(PaymentOrder).where(
             PaymentOrder.subject_kind == SUBJECT_SESSION,
-            PaymentOrder.subject_id == ask.session,
+            PaymentOrder.subject_id == sess.id,
             PaymentOrder.status == PaymentStatus.PAID,
         )
     ).all()
@@ -289,12 +340,19 @@ def answer(s: Session, topic: Topic, ask: Ask) -> Answer:
 
 
 def apply_record(s: Session, topic: Topic, r: ParkRecord) -> str | None:
-    """Fold one (de-duplicated) record into its session and keep it; or why not."""
-    lot = s.get(ParkingLot, r.lot)
-    if lot is None:
-        return f"park record for unknown lot {r.lot!r}"
-    if lot.gateway_id != topic.gateway:
-        return f"lot {r.lot!r} is run by {lot.gateway_id!r}, not {topic.gateway!r}"
+    """Fold one (de-duplicated) record into its session and keep it; or why not.
+
+    Refused, and not kept: a record for a lot the sender does not run, or naming a
+    session of another lot (whatever its kind: a refusal kept under that session's id
+    would still be counted as that session's).
+    """
+    lot = _own_lot(s, topic, r.lot)
+    if isinstance(lot, str):
+        return lot
+    found = s.get(ParkingSession, r.session, with_for_update=True)
+    refused = _not_in_lot(found, lot.id)
+    if refused:
+        return refused
     at = from_ms(r.at)
     s.add(
         ParkingRecord(
@@ -312,13 +370,13 @@ def apply_record(s: Session, topic: Topic, r: ParkRecord) -> str | None:
         )
     )
     if r.kind is RecordKind.ENTRY and r.action is Action.OPEN:
-        sess = _session(s, r)
+        sess = found or _new_session(s, r)
         sess.entry_at, sess.entry_gate, sess.lease = at, r.gate, r.lease
         sess.plate, sess.card = sess.plate or r.plate, sess.card or r.card
         sess.no_entry = False
         _close_unseen_exits(s, sess)
     elif r.kind is RecordKind.EXIT and r.action is Action.OPEN:
-        sess = _session(s, r)
+        sess = found or _new_session(s, r)
         sess.status = SessionStatus.EXITED
         sess.exit_at, sess.exit_gate = at, r.gate
         sess.fee_fen, sess.unpaid_fen = r.fee_fen, r.unpaid_fen
@@ -329,10 +387,10 @@ def apply_record(s: Session, topic: Topic, r: ParkRecord) -> str | None:
             else:
                 sess.no_entry = True
     elif r.kind is RecordKind.BOOTH_PAYMENT:
-        sess = _session(s, r)
+        sess = found or _new_session(s, r)
         sess.paid_booth_fen += r.paid_fen
     elif r.kind is RecordKind.CORRECTION:
-        sess = _session(s, r)
+        sess = found or _new_session(s, r)
         sess.corrected_from, sess.plate = r.corrected_from, r.plate
     else:
         return None  # refusals and held cars: records only
@@ -340,12 +398,10 @@ def apply_record(s: Session, topic: Topic, r: ParkRecord) -> str | None:
     return None
 
 
-def _session(s: Session, r: ParkRecord) -> ParkingSession:
-    sess = s.get(ParkingSession, r.session, with_for_update=True)
-    if sess is None:
-        sess = ParkingSession(id=r.session, lot_id=r.lot, plate=r.plate, card=r.card)
-        s.add(sess)
-        s.flush()
+def _new_session(s: Session, r: ParkRecord) -> ParkingSession:
+    sess = ParkingSession(id=r.session, lot_id=r.lot, plate=r.plate, card=r.card)
+    s.add(sess)
+    s.flush()
     return sess
 
 
