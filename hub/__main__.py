@@ -28,6 +28,9 @@ app.add_typer(users_app, name="users")
 gateways_app = typer.Typer(no_args_is_help=True, help="gateway credentials")
 app.add_typer(gateways_app, name="gateways")
 log = logging.getLogger("hub")
+# exit status when the ingest thread died: the supervisor (systemd, deploy/supervise.py, the
+# demo) restarts the process; 70 is EX_SOFTWARE, an internal error
+EXIT_INGEST_DIED = 70
 
 
 @db_app.command("upgrade")
@@ -53,6 +56,7 @@ def ingest(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *a: stop.set())
+    consumer.on_failure = lambda exc: stop.set()
     consumer.start()
     if not consumer.connected.wait(30):
         log.error("broker %s not reachable yet; still trying", settings.mqtt_url)
@@ -60,6 +64,8 @@ def ingest(
     stop.wait()
     consumer.stop()
     log.info("ingest stopped: %s", consumer.stats)
+    if consumer.failed is not None:
+        raise typer.Exit(EXIT_INGEST_DIED)
 
 
 @app.command()
@@ -78,7 +84,13 @@ def serve(
     # a connection for each of the worker threads that run blocking routes (anyio's 40),
     # so that requests queue for CPU, not for a pooled connection
     engine = make_engine(settings.database_url, pool_size=20, max_overflow=20)
-    app_ = create_app(settings, engine)
+    failed: list[BaseException] = []
+
+    def on_ingest_failure(exc: BaseException) -> None:
+        failed.append(exc)
+        server.should_exit = True  # uvicorn stops serving and runs the shutdown
+
+    app_ = create_app(settings, engine, on_ingest_failure)
     config = uvicorn.Config(
         app_,
         host=host or settings.api_host,
@@ -86,7 +98,11 @@ def serve(
         log_config=None,
         access_log=False,
     )
-    asyncio.run(_ReadyServer(config).serve())
+    server = _ReadyServer(config)
+    asyncio.run(server.serve())
+    if failed:
+        log.critical("exiting: ingest died (%r)", failed[0])
+        raise typer.Exit(EXIT_INGEST_DIED)
 
 
 class _ReadyServer(uvicorn.Server):

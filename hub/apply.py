@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlmodel import Session, col
 
 from hub.alarms import service as alarms
@@ -76,6 +78,17 @@ class Outcome:
     replies: list[tuple[str, bytes]] = field(default_factory=list)  # to publish after commit
     alarms: list[Any] = field(default_factory=list)  # alarms raised, changed or cleared
 
+    def merge(self, other: Outcome) -> Outcome:
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.dead += other.dead
+        self.values += other.values
+        for k, n in other.reasons.items():
+            self.reasons[k] += n
+        self.replies += other.replies
+        self.alarms += other.alarms
+        return self
+
 
 def ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
@@ -116,6 +129,58 @@ class _Statements:
         self.reading = ins(Reading.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
 
 
+_MISSING = object()
+
+
+class CacheJournal:
+    """Undo for the applier's caches: nothing cached may outlive a rolled-back transaction.
+
+    Every write to a cache during a transaction goes through :meth:`put` or :meth:`add`;
+    :meth:`rollback` restores what was there before, :meth:`commit` forgets the undo list.
+    (A cache holding a gateway whose insert was rolled back killed ingest on the next batch.)
+    """
+
+    def __init__(self) -> None:
+        self._undo: list[tuple[Any, Any, Any]] = []
+
+    def put(self, cache: dict[Any, Any], key: Any, value: Any) -> None:
+        self._undo.append((cache, key, cache.get(key, _MISSING)))
+        cache[key] = value
+
+    def add(self, cache: set[Any], key: Any) -> None:
+        if key not in cache:
+            self._undo.append((cache, key, _MISSING))
+            cache.add(key)
+
+    def commit(self) -> None:
+        self._undo.clear()
+
+    def rollback(self) -> None:
+        for cache, key, old in reversed(self._undo):
+            if isinstance(cache, set):
+                cache.discard(key)
+            elif old is _MISSING:
+                cache.pop(key, None)
+            else:
+                cache[key] = old
+        self._undo.clear()
+
+
+class DatabaseDown(Exception):
+    """The database cannot be reached or is busy: the batch is kept and tried again."""
+
+
+# errors of the database itself, not of what a message holds: retry, never dead-letter
+_TRANSIENT = (OperationalError, InterfaceError, DisconnectionError, SATimeoutError)
+# a batch that keeps failing with those while the database answers is split after this many
+TRANSIENT_TRIES = 10
+
+
+def clean_text(text: str, limit: int = 2000) -> str:
+    """Text safe for any column: no NUL (PostgreSQL refuses it), bounded."""
+    return text.replace("\x00", "\\0")[:limit]
+
+
 class BurstLog:
     """Log the first bad message of a burst at warning level, then a count per minute."""
 
@@ -148,13 +213,84 @@ class Applier:
         self.max_payload = max_payload
         self.burst = BurstLog()
         self._devices: dict[tuple[str, str], int] = {}
-        self._counters: dict[int, frozenset[str]] = {}  # device -> its counter points
+        self._types: dict[int, PointTypes] = {}  # device -> its points' types, from its birth
         self._has_latest: set[int] = set()  # devices known to have a row in ``latest``
         self._gw_site: dict[str, str] = {}  # a gateway's site never changes once known
+        self._journal = CacheJournal()  # the caches above follow the transaction
+        self._transient = 0  # consecutive transient failures
         self._sql = _Statements(engine.dialect.name)
 
     def apply(self, batch: Sequence[Raw]) -> Outcome:
-        """Apply ``batch`` and commit; raises only when the database itself fails."""
+        """Apply ``batch``: every message is applied or dead-lettered with its reason.
+
+        Never raises for what a message holds. A batch that fails as a whole is split in
+        halves to find the message that fails it, and that one alone is dead-lettered (and
+        logged with its topic). Raises :class:`DatabaseDown` when the database itself fails:
+        the caller keeps the batch and tries again (what was committed of it is then a
+        duplicate, a no-op).
+        """
+        try:
+            out = self._apply_once(batch)
+        except Exception as exc:
+            self._journal.rollback()
+            self._check_database(exc)
+            if len(batch) == 1:
+                return self._dead_alone(batch[0], exc)
+            mid = len(batch) // 2
+            return self.apply(batch[:mid]).merge(self.apply(batch[mid:]))
+        self._journal.commit()
+        self._transient = 0
+        return out
+
+    def _check_database(self, exc: Exception) -> None:
+        """Raise DatabaseDown unless the failure can be blamed on the batch's content."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as probe:
+            raise DatabaseDown(f"the database does not answer: {probe}") from exc
+        if isinstance(exc, _TRANSIENT):
+            # busy or a dropped connection: likely gone by the next try. Only a failure
+            # that keeps coming back while the database answers is the batch's own.
+            self._transient += 1
+            if self._transient < TRANSIENT_TRIES:
+                raise DatabaseDown(f"transient database error: {exc}") from exc
+        log.warning("batch failed (%s: %s); splitting it", type(exc).__name__, exc)
+
+    def _dead_alone(self, raw: Raw, exc: Exception) -> Outcome:
+        """Dead-letter one message that cannot be applied, in a transaction of its own."""
+        log.error("message on %s could not be applied; dead-lettered", raw.topic, exc_info=exc)
+        reason = clean_text(f"internal error: {type(exc).__name__}: {exc}")
+        gw = _gateway_of(raw.topic)
+        for gateway in (gw, None) if gw is not None else (None,):
+            try:
+                with session_scope(self.engine) as s:
+                    self._dead_letter(s, raw, reason, gateway)
+                break
+            except Exception as again:
+                self._check_database(again)
+        else:
+            raise DatabaseDown("a dead letter could not be written")
+        out = Outcome(dead=1)
+        out.reasons["internal error"] += 1
+        return out
+
+    def _dead_letter(self, s: Session, raw: Raw, reason: str, gw_id: str | None) -> None:
+        self.burst.bad(raw.topic, reason)
+        s.add(
+            DeadLetter(
+                topic=clean_text(raw.topic, 512),
+                gateway_id=gw_id,
+                reason=clean_text(reason),
+                payload=raw.payload[: self.max_payload],
+            )
+        )
+        if gw_id is not None:
+            s.execute(
+                update(Gateway).where(col(Gateway.id) == gw_id).values(bad=col(Gateway.bad) + 1)
+            )
+
+    def _apply_once(self, batch: Sequence[Raw]) -> Outcome:
         out = Outcome()
         parsed: list[tuple[Topic, Any, Raw]] = []
         dead: list[tuple[Raw, str, str | None]] = []
@@ -173,6 +309,10 @@ class Applier:
             except MessageError as exc:
                 dead.append((raw, str(exc), _gateway_of(raw.topic)))
                 continue
+            except Exception as exc:  # a bug in parsing must cost this message only
+                log.error("parsing a message on %s failed", raw.topic, exc_info=exc)
+                dead.append((raw, f"internal error: {exc!r}", _gateway_of(raw.topic)))
+                continue
             parsed.append((topic, msg, raw))
         with session_scope(self.engine) as s:
             for topic, msg, raw in parsed:
@@ -182,10 +322,14 @@ class Applier:
                         dead.append((raw, refused, topic.gateway))
                     else:
                         parking.on_birth(s, topic.gateway)
-                elif isinstance(msg, Death):
-                    self._death(s, topic, msg)
-                elif isinstance(msg, Status):
-                    self._status(s, topic.gateway, msg)
+                elif isinstance(msg, Death | Status):
+                    wrong_site = self._wrong_site(s, topic)
+                    if wrong_site:
+                        dead.append((raw, wrong_site, topic.gateway))
+                    elif isinstance(msg, Death):
+                        self._death(s, topic, msg)
+                    else:
+                        self._status(s, topic.gateway, msg)
                 elif isinstance(msg, Synced):
                     parking.on_synced(s, topic, msg)
                 elif isinstance(msg, Ask):
@@ -197,7 +341,8 @@ class Applier:
             mine = [(t, m, r) for t, m, r in parsed if isinstance(m, sequenced_kinds)]
             for t, _, _ in mine:
                 if t.gateway not in self._gw_site:
-                    self._gw_site[t.gateway] = self._gateway(s, t.site, t.gateway).site_id
+                    site_id = self._gateway(s, t.site, t.gateway).site_id
+                    self._journal.put(self._gw_site, t.gateway, site_id)
             # lock this batch's gateways once, in a stable order (no deadlock between two
             # ingest processes); later look-ups in the batch hit the session's identity map
             ids = sorted({t.gateway for t, _, _ in mine})
@@ -223,26 +368,13 @@ class Applier:
             self.device_events: list[alarms.DeviceEvent] = []
             out.values, samples = self._apply_sequenced(s, fresh)
             out.alarms = alarms.on_samples(s, self.rulebook, samples, self.device_events)
-            dead += self.refused
+            dead += self.refused  # seen (held, so no gap) but not applied
+            out.applied -= len(self.refused)
             self._count(s, sequenced, fresh)
             del locked
             for raw, reason, gw_id in dead:
-                self.burst.bad(raw.topic, reason)
-                s.add(
-                    DeadLetter(
-                        topic=raw.topic[:512],
-                        gateway_id=gw_id,
-                        reason=reason,
-                        payload=raw.payload[: self.max_payload],
-                    )
-                )
-                if gw_id is not None:
-                    s.execute(
-                        update(Gateway)
-                        .where(col(Gateway.id) == gw_id)
-                        .values(bad=col(Gateway.bad) + 1)
-                    )
-                out.reasons[reason.split(":")[0]] += 1
+                self._dead_letter(s, raw, reason, gw_id)
+                out.reasons[clean_text(reason.split(":")[0], 100)] += 1
             out.dead = len(dead)
         return out
 
@@ -266,7 +398,7 @@ class Applier:
     def _birth(self, s: Session, topic: Topic, b: Birth) -> str | None:
         """Register a gateway and its devices; the reason when the birth is refused."""
         gw = self._gateway(s, topic.site, topic.gateway)
-        self._gw_site[gw.id] = gw.site_id
+        self._journal.put(self._gw_site, gw.id, gw.site_id)
         if gw.site_id != topic.site:
             return f"gateway {gw.id!r} belongs to site {gw.site_id!r}, not {topic.site!r}"
         if b.stream == gw.stream and b.bdseq < gw.bdseq:
@@ -290,7 +422,7 @@ class Applier:
             dev.profile = d.profile
             dev.points = [p.model_dump(exclude={"v"}) for p in d.points]
             assert dev.id is not None
-            self._counters[dev.id] = frozenset(p.name for p in d.points if p.kind == "counter")
+            self._journal.put(self._types, dev.id, _point_types(d.points))
         return None
 
     def _death(self, s: Session, topic: Topic, d: Death) -> None:
@@ -332,7 +464,7 @@ class Applier:
             )
         ).scalar_one()
         assert pk is not None
-        self._devices[key] = pk
+        self._journal.put(self._devices, key, pk)
         return int(pk)
 
     def _stream(self, s: Session, gateway: str) -> str:
@@ -341,29 +473,35 @@ class Applier:
         return gw.stream
 
     # -- sequenced messages ------------------------------------------------------------------
-    def _dedupe(self, s: Session, items: list[tuple[Topic, Any, Raw]]) -> list[tuple[Topic, Any]]:
+    def _dedupe(
+        self, s: Session, items: list[tuple[Topic, Any, Raw]]
+    ) -> list[tuple[Topic, Any, Raw]]:
         """The items not applied before (nor twice within this batch)."""
         if not items:
             return []
         streams = {t.gateway: self._stream(s, t.gateway) for t, _, _ in items}
-        rows = {(t.gateway, streams[t.gateway], m.seq): (t, m) for t, m, _ in items}
+        rows = {(t.gateway, streams[t.gateway], m.seq): (t, m, r) for t, m, r in items}
         now = utcnow()
         params = [{"gateway_id": g, "stream": st, "seq": q, "at": now} for g, st, q in rows]
         new = {tuple(r) for r in s.connection().execute(self._sql.seen, params)}
         return [tm for key, tm in rows.items() if key in new]
 
     def _apply_sequenced(
-        self, s: Session, fresh: list[tuple[Topic, Any]]
+        self, s: Session, fresh: list[tuple[Topic, Any, Raw]]
     ) -> tuple[int, list[alarms.Sample]]:
         samples: list[Sample] = []
         for_alarms: list[alarms.Sample] = []
         latest: dict[int, dict[str, list[float]]] = {}
         readings: list[dict[str, Any]] = []
-        counters = self._counter_points(s, fresh)
+        types = self._types_of(s, fresh)
         n_values = 0
-        for t, m in fresh:
+        for t, m, r in fresh:
             if isinstance(m, Data):
                 pk = self._device(s, t.site, t.gateway, m.dev)
+                wrong = types[pk].wrong(m.values)
+                if wrong:
+                    self.refused.append((r, wrong, t.gateway))
+                    continue
                 values = {point: float(value) for point, value in m.values.items()}
                 samples.append(Sample(t.site, t.gateway, m.dev, pk, m.ts, values))
                 for_alarms.append(alarms.Sample(pk, m.ts, m.values))
@@ -373,7 +511,7 @@ class Applier:
                     cur = points.get(point)
                     if cur is None or cur[1] < m.ts:
                         points[point] = [v, m.ts, m.seq]
-                for point in counters.get(pk, ()):
+                for point in types[pk].counters:
                     if point in m.values:  # exact decimal of what the meter said
                         readings.append(
                             {
@@ -386,13 +524,13 @@ class Applier:
             elif isinstance(m, Event):
                 self._event(s, t, m)
             elif isinstance(m, Ack):
-                self._ack(s, t, m)
+                refused = self._ack(s, t, m)
+                if refused:
+                    self.refused.append((r, refused, t.gateway))
             elif isinstance(m, ParkRecord):
                 refused = parking.apply_record(s, t, m)
                 if refused:
-                    self.refused.append(
-                        (Raw(str(t), m.model_dump_json().encode()), refused, t.gateway)
-                    )
+                    self.refused.append((r, refused, t.gateway))
         if samples:
             self.sink.write(s, samples)
         conn = s.connection()
@@ -402,23 +540,20 @@ class Applier:
             conn.execute(self._sql.reading, readings)
         return n_values, for_alarms
 
-    def _counter_points(
-        self, s: Session, fresh: Iterable[tuple[Topic, Any]]
-    ) -> dict[int, frozenset[str]]:
-        """Device -> the points its birth declared billing-grade counters."""
-        out: dict[int, frozenset[str]] = {}
+    def _types_of(
+        self, s: Session, fresh: Iterable[tuple[Topic, Any, Raw]]
+    ) -> dict[int, PointTypes]:
+        """Device -> the types its birth declared for its points."""
+        out: dict[int, PointTypes] = {}
         for pk in {
-            self._device(s, t.site, t.gateway, m.dev) for t, m in fresh if isinstance(m, Data)
+            self._device(s, t.site, t.gateway, m.dev) for t, m, _ in fresh if isinstance(m, Data)
         }:
-            names = self._counters.get(pk)
-            if names is None:
+            types = self._types.get(pk)
+            if types is None:
                 dev = s.get(Device, pk)
-                names = frozenset(
-                    p["name"] for p in (dev.points if dev else []) if p.get("kind") == "counter"
-                )
-                self._counters[pk] = names
-            if names:
-                out[pk] = names
+                types = _point_types(dev.points if dev else [])
+                self._journal.put(self._types, pk, types)
+            out[pk] = types
         return out
 
     def _merge_latest(self, s: Session, latest: dict[int, dict[str, list[float]]]) -> None:
@@ -446,7 +581,8 @@ class Applier:
                 updates.append({"pk": pk, "pts": merged})
         if updates:
             conn.execute(self._sql.latest_set, updates)
-        self._has_latest.update(latest)
+        for pk in latest:
+            self._journal.add(self._has_latest, pk)
 
     def _event(self, s: Session, t: Topic, e: Event) -> None:
         if e.event in (EventKind.DEVICE_ONLINE, EventKind.DEVICE_OFFLINE) and e.dev:
@@ -478,20 +614,30 @@ class Applier:
                         )
                     )
 
-    def _ack(self, s: Session, t: Topic, a: Ack) -> None:
+    def _wrong_site(self, s: Session, t: Topic) -> str | None:
+        """Why a gateway's death or status on ``t`` is not its own (another site's topic)."""
+        gw = s.get(Gateway, t.gateway)
+        if gw is not None and gw.site_id != t.site:
+            return f"gateway {t.gateway!r} belongs to site {gw.site_id!r}, not {t.site!r}"
+        return None
+
+    def _ack(self, s: Session, t: Topic, a: Ack) -> str | None:
+        """Record a command's result; why not, if the command is not the sender's."""
         cmd = s.get(Command, a.id, with_for_update=True)
-        if cmd is None or cmd.gateway_id != t.gateway:
-            log.warning("ack for unknown command %s from %s", a.id, t.gateway)
-            return
+        if cmd is None:
+            return f"ack for unknown command {a.id!r}"
+        if cmd.gateway_id != t.gateway:
+            return f"command {a.id!r} was sent to {cmd.gateway_id!r}, not {t.gateway!r}"
         if cmd.status == "pending":
             cmd.status, cmd.detail, cmd.acked_at = a.status.value, a.detail, ms_to_dt(a.ts)
+        return None
 
     def _count(
-        self, s: Session, items: list[tuple[Topic, Any, Raw]], fresh: list[tuple[Topic, Any]]
+        self, s: Session, items: list[tuple[Topic, Any, Raw]], fresh: list[tuple[Topic, Any, Raw]]
     ) -> None:
         """Per-gateway counters, last seen, and gaps in the sequence."""
         by_gw: dict[str, list[int]] = defaultdict(list)
-        for t, m in fresh:
+        for t, m, _ in fresh:
             by_gw[t.gateway].append(m.seq)
         total: dict[str, int] = defaultdict(int)
         for t, _, _ in items:
@@ -562,6 +708,48 @@ class Applier:
                 )
             )
             gap.last_seq = seq - 1
+
+
+# Numeric(24, 6) holds counters below 10^18: the largest any meter register reaches, scaled
+MAX_COUNTER = Decimal(10) ** 18
+
+
+@dataclass(frozen=True, slots=True)
+class PointTypes:
+    """What a device's birth declared of its points: which are counters, which booleans."""
+
+    counters: frozenset[str] = frozenset()
+    booleans: frozenset[str] = frozenset()
+    numbers: frozenset[str] = frozenset()
+
+    def wrong(self, values: dict[str, Any]) -> str | None:
+        """Why ``values`` does not fit the declared types (None when it does).
+
+        Points the birth did not declare are taken as they come (data can precede a birth).
+        """
+        for point, value in values.items():
+            if point in self.booleans and type(value) is not bool:
+                return f"values.{point}: the point is boolean, the value {value!r} is not"
+            if point in self.numbers and type(value) is bool:
+                return f"values.{point}: the point is numeric, the value {value!r} is not"
+            if point in self.counters and abs(Decimal(repr(value))) >= MAX_COUNTER:
+                return f"values.{point}: counter value {value!r} is out of range"
+        return None
+
+
+def _point_types(points: Iterable[Any]) -> PointTypes:
+    counters: set[str] = set()
+    booleans: set[str] = set()
+    numbers: set[str] = set()
+    for p in points:
+        info = p if isinstance(p, dict) else p.model_dump()
+        name, kind = info.get("name"), info.get("type")
+        if not isinstance(name, str):
+            continue
+        (booleans if kind in ("bool", "bit") else numbers).add(name)
+        if info.get("kind") == "counter":
+            counters.add(name)
+    return PointTypes(frozenset(counters), frozenset(booleans), frozenset(numbers))
 
 
 def _gateway_of(topic: str) -> str | None:

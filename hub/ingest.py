@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -26,11 +27,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy import Engine, delete
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
 from hub.alarms import live
-from hub.apply import Applier, Raw, TelemetrySink
+from hub.apply import Applier, DatabaseDown, Raw, TelemetrySink
 from hub.db import session_scope
 from hub.models import Seen, utcnow
 from hub.settings import HubSettings
@@ -51,6 +51,11 @@ class Stats:
     failures: int = 0
 
 
+class InjectedDeath(BaseException):
+    """Raised by the test hook ``WUYE_HUB_TEST_DIE_TOPIC``: the ingest thread dies as a bug
+    would kill it, past every per-message guard."""
+
+
 class Consumer:
     """Runs on its own thread (:meth:`start`); :meth:`stop` drains and disconnects."""
 
@@ -63,6 +68,10 @@ class Consumer:
         self.client_id = f"hub-ingest-{instance}"
         self.stats = Stats()
         self.connected = threading.Event()
+        # why the ingest thread died (None while it runs): /health says not ready, and the
+        # process exits non-zero through ``on_failure`` so that its supervisor restarts it
+        self.failed: BaseException | None = None
+        self.on_failure: Callable[[BaseException], None] | None = None
         self.applied = threading.Condition()  # notified after each batch is committed
         self._queue: deque[tuple[int, int, Raw]] = deque()
         self._cond = threading.Condition()
@@ -139,10 +148,27 @@ class Consumer:
         self._client.disconnect()
         self._client.loop_stop()
 
+    @property
+    def alive(self) -> bool:
+        """The ingest thread runs (or has not been started)."""
+        return self.failed is None and (self._thread is None or self._thread.is_alive())
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            # every message's failure is caught below this: reaching here is a bug
+            self.failed = exc
+            self.connected.clear()
+            log.critical("the ingest thread died; the process must be restarted", exc_info=exc)
+            if self.on_failure is not None:
+                self.on_failure(exc)
+
+    def _loop(self) -> None:
         linger = self.settings.ingest_linger_ms / 1000
         last_spill = time.monotonic()
         last_housekeeping = 0.0  # at start, then hourly
+        doom = self.settings.test_die_topic
         while not self._stop.is_set():
             with self._cond:
                 if not self._queue:
@@ -151,12 +177,17 @@ class Consumer:
                     self._cond.wait(linger)
                 n = min(len(self._queue), self.settings.ingest_batch)
                 batch = [self._queue.popleft() for _ in range(n)]
+            if doom and any(raw.topic == doom for _, _, raw in batch):
+                raise InjectedDeath(f"test hook: a message on {doom}")
             if batch:
                 self._flush(batch)
             if time.monotonic() - last_spill > 1.0:
                 deliver = getattr(self.sink, "deliver_spill", None)
                 if deliver is not None:
-                    deliver()
+                    try:
+                        deliver()
+                    except Exception:  # the spill stays on disk for the next try
+                        log.exception("delivering spilled telemetry failed")
                 last_spill = time.monotonic()
             if time.monotonic() - last_housekeeping > HOUSEKEEPING_S:
                 self._housekeeping()
@@ -181,18 +212,23 @@ class Consumer:
                 seen = s.execute(delete(Seen).where(col(Seen.at) < cutoff)).rowcount  # type: ignore[attr-defined]
             if removed or seen:
                 log.info("housekeeping: %d telemetry rows and %d seen ids pruned", removed, seen)
-        except SQLAlchemyError:
+        except Exception:
             log.exception("housekeeping failed; will try again")
 
     def _flush(self, batch: list[tuple[int, int, Raw]]) -> None:
+        down_since = 0.0
         while True:
             try:
                 out = self.applier.apply([raw for _, _, raw in batch])
                 break
-            except SQLAlchemyError:
-                # the database is down or busy: keep the batch (unacknowledged) and retry
+            except DatabaseDown as exc:
+                # keep the batch (unacknowledged) and retry; an outage is logged once, then
+                # every minute while it lasts
                 self.stats.failures += 1
-                log.exception("ingest batch of %d failed; retrying", len(batch))
+                now = time.monotonic()
+                if now - down_since > 60:
+                    log.error("ingest batch of %d not stored (%s); retrying", len(batch), exc)
+                    down_since = now
                 if self._stop.wait(1.0):
                     return  # not acknowledged: the broker redelivers after a restart
         # after the commit: answers to edges' questions, and alarm changes for live pages

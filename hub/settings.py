@@ -40,6 +40,9 @@ class HubSettings(BaseSettings):
     ingest_batch: int = Field(500, ge=1, le=10_000)  # messages per transaction at most
     ingest_linger_ms: int = Field(50, ge=0, le=5000)  # wait for a batch to fill
     max_payload: int = Field(256 * 1024, ge=1024)  # larger payloads are dead letters
+    # test hook: a message on this exact topic kills the ingest thread (never set in
+    # production; the suite and the demo's supervisor check use it)
+    test_die_topic: str = ""
     silence_s: float = 60.0  # a gateway quiet this long (and no death) counts as offline
     # telemetry: a v2 write endpoint (InfluxDB 2.x/3.x, VictoriaMetrics), or SQL when unset
     influx_url: str | None = None

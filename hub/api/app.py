@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -26,7 +26,13 @@ from hub.workorders import from_alarms
 WEB = Path(__file__).resolve().parent.parent / "web"
 
 
-def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
+def create_app(
+    settings: HubSettings,
+    engine: Engine,
+    on_ingest_failure: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    """The app; ``on_ingest_failure`` is called (from the ingest thread) if ingest dies."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
@@ -46,6 +52,7 @@ def create_app(settings: HubSettings, engine: Engine) -> FastAPI:
         app.state.consumer = None
         if settings.embedded_ingest:
             app.state.consumer = make_consumer(settings, engine)
+            app.state.consumer.on_failure = on_ingest_failure
             app.state.consumer.start()
             # serve (and say READY) once subscribed, or after 10 s with the broker away
             await asyncio.to_thread(app.state.consumer.connected.wait, 10)

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from hub.apply import Applier, Raw
 from hub.db import session_scope
-from hub.models import Command, DeadLetter, Device, Latest
+from hub.models import Command, DeadLetter, Device, Gateway, Latest
 from hub.parking import service as parking
 from hub.parking.models import ParkingRecord, ParkingSession, ParkingSync
 from hub.payments.models import PaymentOrder, PaymentStatus
@@ -205,10 +205,36 @@ def test_an_ack_for_a_command_of_another_gateway_changes_nothing(applier, engine
                 expires_at=datetime.fromtimestamp(T0 / 1000, UTC) + timedelta(minutes=1),
             )
         )
-    applier.apply([msg("ack", "gw-a", seq=1, ts=T0, id="c-b", status="done")])
+    out = applier.apply(
+        [
+            msg("ack", "gw-a", seq=1, ts=T0, id="c-b", status="done"),
+            msg("ack", "gw-a", seq=2, ts=T0, id="c-none", status="done"),
+        ]
+    )
+    assert out.dead == 2
     with Session(engine) as s:
         cmd = s.get(Command, "c-b")
         assert cmd is not None and (cmd.status, cmd.acked_at) == ("pending", None)
+    assert dead_letters(engine) == [
+        "command 'c-b' was sent to 'gw-b', not 'gw-a'",
+        "ack for unknown command 'c-none'",
+    ]
+
+
+def test_a_death_or_status_on_another_sites_topic_changes_nothing(applier, engine):
+    """Only the broker's ACL stood between these and gw-a's state."""
+    status = {"ts": T0, "metrics": {"x": 1}, "devices": {}}
+    out = applier.apply(
+        [
+            msg("death", "gw-a", "s2", bdseq=0),
+            msg("status", "gw-a", "s2", **status),
+        ]
+    )
+    assert out.dead == 2
+    with Session(engine) as s:
+        gw = s.get(Gateway, "gw-a")
+        assert gw is not None and gw.online and gw.status is None
+    assert all("belongs to site 's1', not 's2'" in r for r in dead_letters(engine))
 
 
 def test_a_device_id_reaches_only_the_sending_gateways_device(applier, engine):

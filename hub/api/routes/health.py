@@ -10,18 +10,21 @@ from hub.workorders.metrics import WorkOrderCollector
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
-def health(request: Request) -> dict[str, object]:
+@router.get("/health", responses={503: {"description": "not ready: ingest is dead"}})
+def health(request: Request, response: Response) -> dict[str, object]:
+    """Ready when the database answers and ingest (if this process runs it) is alive."""
     state = request.app.state
     with state.engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     consumer = getattr(state, "consumer", None)
-    return {
-        "database": "ok",
-        "ingest": None
-        if consumer is None
-        else ("connected" if consumer.connected.is_set() else "disconnected"),
-    }
+    ingest: str | None = None
+    if consumer is not None:
+        if not consumer.alive:
+            response.status_code = 503
+            ingest = f"dead: {consumer.failed!r}"
+        else:
+            ingest = "connected" if consumer.connected.is_set() else "disconnected"
+    return {"database": "ok", "ingest": ingest}
 
 
 class _IngestCollector:
@@ -38,6 +41,9 @@ class _IngestCollector:
             yield c
         g = GaugeMetricFamily("wuye_hub_ingest_connected", "1 if connected to the broker")
         g.add_metric([], float(self.consumer.connected.is_set()))
+        yield g
+        g = GaugeMetricFamily("wuye_hub_ingest_alive", "1 while the ingest thread runs")
+        g.add_metric([], float(self.consumer.alive))
         yield g
 
 
