@@ -224,10 +224,13 @@ def stuff(data: bytes) -> bytes:
 
 
 def unstuff(data: bytes) -> bytes:
-    """The inverse of :func:`stuff`; FrameError (BAD_ESCAPE) for a DLE that escapes nothing."""
+    """The inverse of :func:`stuff`; FrameError (BAD_ESCAPE) for a DLE that escapes nothing,
+    or a raw STX or ETX (a sender that does not stuff: the frame is not the one it meant)."""
     out = bytearray()
     it = iter(data)
     for byte in it:
+        if byte in (STX, ETX):
+            raise FrameError(Problem.BAD_ESCAPE, f"raw 0x{byte:02x} inside a frame")
         if byte == DLE:
             nxt = next(it, None)
             if nxt is None or nxt ^ 0x20 not in ESCAPED:

@@ -126,6 +126,18 @@ def test_gate_frame_problems(inside: str, problem: Problem) -> None:
     assert getattr(decoder.stats, problem.value) == 1
 
 
+def test_a_raw_stx_or_etx_inside_is_bad_stuffing() -> None:
+    """Found by the fuzz: an inside handed to decode_inside with STX or ETX left unstuffed
+    (here address 2) decoded as if stuffed, though the sender did not send that frame."""
+    for addr in (0x02, 0x03):
+        body = bytes((addr, 5, Command.OPEN, 0))
+        inside = body + crc16_modbus(body).to_bytes(2, "little")
+        with pytest.raises(FrameError) as caught:
+            decode_inside(inside)
+        assert caught.value.problem is Problem.BAD_ESCAPE
+        assert decode_inside(stuff(inside)) == Open(addr, 5)
+
+
 def test_unknown_fault_code_is_still_a_fault() -> None:
     raw = encode_raw(1, 1, Command.FAULT, bytes((0x42, 0, 0, 0x42)))
     (msg,) = GateDecoder().feed(raw)
