@@ -11,7 +11,46 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLimits:
+    """The Mosquitto settings that decide when QoS 1 messages are dropped or lost.
+
+    Sized to hold ``outage_h`` hours of ``sites`` sites' traffic queued for a hub that is
+    away: each site ``msgs_per_s`` messages of about ``msg_bytes``. Past the queue limits
+    the broker drops silently; nothing is lost then (every edge keeps its messages until
+    the hub has committed them, and sends again what the hub misses), but the hub catches
+    up through the edges' resends instead of the broker's queue. A killed broker loses
+    what it queued since its last autosave, recovered the same way.
+    """
+
+    sites: int = 1
+    msgs_per_s: float = 40.0  # 200 devices polled every 5 s
+    msg_bytes: int = 400  # a data message of ~10 values, with MQTT and queue overhead
+    outage_h: float = 24.0
+    autosave_s: int = 60  # at most a minute of queued messages to resend after a crash
+
+    @property
+    def max_queued_messages(self) -> int:
+        return int(self.sites * self.msgs_per_s * self.outage_h * 3600)
+
+    @property
+    def max_queued_bytes(self) -> int:
+        return self.max_queued_messages * self.msg_bytes
+
+    def conf(self, persistence_dir: Path) -> str:
+        """Lines for mosquitto.conf."""
+        return (
+            f"persistence true\npersistence_location {persistence_dir}/\n"
+            f"autosave_interval {self.autosave_s}\n"
+            f"max_queued_messages {self.max_queued_messages}\n"
+            f"max_queued_bytes {self.max_queued_bytes}\n"
+            # an offline hub session is kept as long as its own session expiry says (7 d)
+            "persistent_client_expiration 14d\n"
+        )
 
 
 def free_port() -> int:
@@ -25,8 +64,15 @@ class Mosquitto:
     """``start()`` returns once the broker accepts connections; ``stop()`` kills it."""
 
     def __init__(
-        self, workdir: Path, port: int | None = None, extra: str = "", persistent: bool = False
+        self,
+        workdir: Path,
+        port: int | None = None,
+        extra: str = "",
+        persistent: bool = False,
+        limits: BrokerLimits | None = None,
     ) -> None:
+        """``limits`` configures persistence and queues as a real site's broker
+        (:class:`BrokerLimits`); ``persistent`` alone keeps sessions over a restart."""
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise RuntimeError("mosquitto is not installed: run 'make test' (it installs it)")
@@ -39,12 +85,14 @@ class Mosquitto:
             # write its persistence file in our directory
             f"user {getpass.getuser()}\n"
             + (
-                f"persistence true\npersistence_location {workdir}/\n"
+                limits.conf(workdir)
+                if limits is not None
+                else f"persistence true\npersistence_location {workdir}/\nmax_queued_messages 0\n"
                 if persistent
-                else "persistence false\n"
+                else "persistence false\nmax_queued_messages 0\n"
             )
             + "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
-            "log_type information\nmax_queued_messages 0\n" + extra
+            "log_type information\n" + extra
         )
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 AGENT_VERSION = "wuye-edge/0.1.0"
+DROP_RUNS_PER_EVENT = 1000
 
 
 def now_ms() -> int:
@@ -55,7 +56,7 @@ class Agent:
             cfg.outbox.path,
             commit_interval=cfg.outbox.commit_interval,
             max_bytes=int(cfg.outbox.max_mb * 1024 * 1024),
-            on_drop=self._dropped,
+            drop_events=self._dropped,
         )
         self.link = MqttLink(
             cfg.site,
@@ -66,6 +67,7 @@ class Agent:
             self._command,
             window=cfg.outbox.window,
             replay_rate=cfg.outbox.replay_rate,
+            resend_after=cfg.outbox.resend_after,
         )
         self.devices: dict[str, Device] = {}
         self.pollers: list[BusPoller] = []
@@ -166,17 +168,23 @@ class Agent:
         topic = Topic(self.cfg.site, self.cfg.gateway, Kind.EVENT, device)
         self.outbox.put_nowait(str(topic), body, created=ts, critical=True)
 
-    def _dropped(self, d: Dropped) -> None:
-        self._event(
-            None,
-            EventKind.OUTBOX_DROPPED,
-            {
-                "count": d.count,
-                "first_seq": d.first_seq,
-                "last_seq": d.last_seq,
-                "ranges": [list(r) for r in d.ranges],
-            },
-        )
+    def _dropped(self, d: Dropped) -> list[tuple[str, bytes, int]]:
+        """The ``outbox_dropped`` events for a drop (committed with it by the outbox): one
+        per thousand runs, so that each stays far below any payload limit."""
+        ts = now_ms()
+        topic = str(Topic(self.cfg.site, self.cfg.gateway, Kind.EVENT))
+        out = []
+        for i in range(0, len(d.ranges), DROP_RUNS_PER_EVENT):
+            runs = d.ranges[i : i + DROP_RUNS_PER_EVENT]
+            detail = {
+                "count": sum(b - a + 1 for a, b in runs),
+                "first_seq": runs[0][0],
+                "last_seq": runs[-1][1],
+                "ranges": [list(r) for r in runs],
+            }
+            body = {"ts": ts, "event": EventKind.OUTBOX_DROPPED.value, "detail": detail}
+            out.append((topic, orjson.dumps(body), ts))
+        return out
 
     def _birth(self, bdseq: int, stream: str) -> Birth:
         devices = tuple(
@@ -280,6 +288,8 @@ class Agent:
             "mqtt_sent_total": self.link.sent,
             "mqtt_acked_total": self.link.acked,
             "mqtt_replayed_total": self.link.replayed,
+            "mqtt_resent_total": self.link.resent,
+            "outbox_released_seq": self.outbox.released,
             "bad_commands_total": self.bad_commands,
             "devices_online": sum(d.state is DeviceState.ONLINE for d in self.devices.values()),
             "devices_offline": sum(d.state is DeviceState.OFFLINE for d in self.devices.values()),

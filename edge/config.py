@@ -76,6 +76,9 @@ class OutboxConfig(_Frozen):
     max_mb: Annotated[float, Field(gt=0)] = 256
     window: Annotated[int, Field(ge=1, le=65535)] = 100  # QoS 1 messages in flight
     replay_rate: Annotated[float, Field(gt=0)] = 2000  # messages/s while catching up
+    # how long the hub's highest seq may stand still below what the broker took before the
+    # tail is sent again, and how soon a gap the hub reports is sent again
+    resend_after: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
 class _Bus(_Frozen):

@@ -5,8 +5,11 @@ sequence (bdseq), so the hub can match a death to its birth. On connect the Birt
 out (retained) first, then the outbox from its oldest unacknowledged message: messages
 made before this connection was up are marked historical and paced by a token bucket,
 so a reconnect after a long outage neither floods the broker nor reorders anything.
-A message leaves the outbox only when its PUBACK arrives. Reconnects back off
-exponentially with jitter.
+A PUBACK only says the broker has a message: it leaves the outbox when the hub's
+``committed`` watermark covers it. The hub lists the gaps it misses and the highest seq it
+has seen; the edge sends those gaps again, and the tail above the hub's highest seq when
+that stands still for ``resend_after`` seconds while the broker has accepted more (a
+broker that restarted or dropped a queue). Reconnects back off exponentially with jitter.
 
 A broker that goes away is noticed at once when its socket closes, and within
 1.5 x keepalive (default 5 s -> at most 7.5 s) when the link silently drops.
@@ -24,10 +27,11 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
 
 from edge.config import BrokerConfig
 from edge.outbox import Message, Outbox
-from protocols.mqtt import Birth, Death, Kind, Topic
+from protocols.mqtt import Birth, Committed, Death, Kind, Topic
 
 log = logging.getLogger(__name__)
 PAGE = 1000  # messages read from the outbox at a time
@@ -84,6 +88,7 @@ class MqttLink:
         *,
         window: int = 100,
         replay_rate: float = 2000,
+        resend_after: float = 30.0,
     ) -> None:
         self.site, self.gateway = site, gateway
         self.broker = broker
@@ -91,7 +96,19 @@ class MqttLink:
         self.birth = birth
         self.on_command = on_command
         # what arrives from the hub, by topic kind (parking adds sync and answer)
-        self.handlers: dict[Kind, Callable[[bytes], Awaitable[None]]] = {Kind.CMD: on_command}
+        self.handlers: dict[Kind, Callable[[bytes], Awaitable[None]]] = {
+            Kind.CMD: on_command,
+            Kind.COMMITTED: self._on_committed,
+        }
+        self.resend_after = resend_after
+        self.resent = 0  # messages sent again because the hub missed them
+        self.bad_committed = 0
+        self._acked_top = 0  # the highest seq the broker has acknowledged
+        self._hub_max = 0  # the highest seq the hub has seen, as it last said
+        self._progress_at = time.monotonic()  # when the hub's highest seq last went up
+        self._tail_at = 0.0  # when the tail was last sent again
+        self._asked: dict[tuple[int, int], float] = {}  # gaps sent again, and when
+        self._resend: list[tuple[int, int]] = []  # runs to send again, oldest first
         self.window = window
         self.replay = TokenBucket(replay_rate)
         self.state = LinkState.OFFLINE
@@ -254,34 +271,60 @@ class MqttLink:
     async def _send_loop(self, client: paho.Client) -> None:
         cursor = 0
         since = self.connected_since_ms
+        self._resend.clear()  # this connection sends everything not yet held anyway
+        self._progress_at = time.monotonic()
         while True:
+            if self._resend:
+                first, last = self._resend[0]
+                rows = [
+                    m
+                    for m in await self.outbox.fetch(first - 1, PAGE)
+                    if m.seq <= last and m.seq <= cursor and not self.outbox.is_released(m.seq)
+                ]
+                if len(rows) == PAGE and rows[-1].seq < last:
+                    self._resend[0] = (rows[-1].seq + 1, last)
+                else:
+                    self._resend.pop(0)
+                for m in rows:
+                    if not await self._publish(client, m, hist=True):
+                        return
+                    self.resent += 1
+                continue
             room = self.window - len(self._inflight)
             if room <= 0:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
             batch = [
-                m for m in await self.outbox.fetch(cursor, PAGE) if not self.outbox.is_acked(m.seq)
+                m
+                for m in await self.outbox.fetch(cursor, PAGE)
+                if not self.outbox.is_released(m.seq)
             ]
             if not batch:
                 async with self.outbox.committed:
-                    if self.outbox.last_seq <= cursor:
+                    if self.outbox.last_seq <= cursor and not self._resend:
                         await self.outbox.committed.wait()
                 continue
             for m in batch:
-                while len(self._inflight) >= self.window:
-                    self._slot.clear()
-                    await self._slot.wait()
-                hist = m.created < since
-                if hist:
-                    await self.replay.take()
-                    self.replayed += 1
-                info = client.publish(m.topic, envelope(self._gw, m, hist), qos=1)
-                if info.rc != paho.MQTT_ERR_SUCCESS:
+                if not await self._publish(client, m, hist=m.created < since):
                     return  # the connection is gone; the outbox still has it
-                self._inflight[info.mid] = m
-                self.sent += 1
                 cursor = m.seq
+
+    async def _publish(self, client: paho.Client, m: Message, hist: bool) -> bool:
+        """One QoS 1 publish within the window (historical ones paced); False when the
+        connection is gone."""
+        while len(self._inflight) >= self.window:
+            self._slot.clear()
+            await self._slot.wait()
+        if hist:
+            await self.replay.take()
+            self.replayed += 1
+        info = client.publish(m.topic, envelope(self._gw, m, hist), qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            return False
+        self._inflight[info.mid] = m
+        self.sent += 1
+        return True
 
     def _on_acks(self, acks: list[int]) -> None:
         # list.pop/append are atomic under the GIL; the paho thread may keep appending
@@ -290,8 +333,48 @@ class MqttLink:
             if m is None:
                 continue  # birth, status or death
             self.acked += 1
-            self.outbox.ack(m)
+            self._acked_top = max(self._acked_top, m.seq)
         self._slot.set()
+
+    async def _on_committed(self, payload: bytes) -> None:
+        """The hub's watermark: forget what it holds, send again what it misses."""
+        try:
+            c = Committed.model_validate_json(payload)
+        except ValidationError as exc:
+            self.bad_committed += 1
+            log.warning("bad committed message from the hub: %s", exc.errors()[0]["msg"])
+            return
+        if c.stream != self.outbox.stream:
+            return  # about a sequence this outbox no longer is (or not yet)
+        self.outbox.release(c.seq)
+        now = time.monotonic()
+        if c.max > self._hub_max:
+            self._hub_max, self._progress_at = c.max, now
+        wanted = [
+            (a, b) for a, b in c.gaps if now - self._asked.get((a, b), -1e9) >= self.resend_after
+        ]
+        for run in wanted:
+            self._asked[run] = now
+        top = self._acked_top
+        if (
+            top > max(c.max, c.seq)
+            and now - self._progress_at >= self.resend_after
+            and now - self._tail_at >= self.resend_after
+        ):
+            # the broker took these and the hub never saw them, nor anything newer since
+            log.warning(
+                "the hub misses seqs %d..%d the broker took: sending them again",
+                max(c.max, c.seq) + 1,
+                top,
+            )
+            wanted.append((max(c.max, c.seq) + 1, top))
+            self._tail_at = now
+        # forget asks about what the hub now holds
+        self._asked = {r: t for r, t in self._asked.items() if r[1] > c.seq}
+        if wanted:
+            self._resend.extend(sorted(wanted))
+            async with self.outbox.committed:
+                self.outbox.committed.notify_all()  # wakes an idle send loop
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         try:

@@ -7,8 +7,12 @@ payment events, command results)
 makes the commit happen at once, coalescing with whatever else is pending.
 
 The sequence number is SQLite's AUTOINCREMENT rowid: assigned at commit, never reused,
-across restarts too. A message is deleted only after the broker's PUBACK, so a crash
-means re-sending (the hub de-duplicates on gateway+seq), never loss of anything committed.
+across restarts too. A message is deleted only once the hub says it has committed it (its
+``committed`` watermark, :meth:`Outbox.release`), never on the broker's PUBACK: a broker
+that restarts or drops a queue loses nothing the edge still keeps, and a crash means
+re-sending (the hub de-duplicates on gateway+seq), never loss of anything committed.
+When the capacity is reached the oldest telemetry goes, and the ``outbox_dropped`` event
+that says so is written in the same transaction: a crash cannot drop without announcing.
 
 All database work runs on one dedicated thread, so fsyncs never stall the event loop.
 """
@@ -93,17 +97,19 @@ class Outbox:
         *,
         commit_interval: float = 1.0,
         max_bytes: int = 256 * 1024 * 1024,
-        on_drop: Callable[[Dropped], None] | None = None,
+        drop_events: Callable[[Dropped], list[tuple[str, bytes, int]]] | None = None,
     ) -> None:
+        """``drop_events`` makes the messages (topic, body, created) that announce a drop;
+        they are committed with the drop itself."""
         self.path = path
         self.commit_interval = commit_interval
         self.max_bytes = max_bytes
-        self.on_drop = on_drop
+        self.drop_events = drop_events
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None
         self._pending: list[tuple[str, bytes, int, int]] = []
-        self._acked: list[tuple[int, int]] = []
-        self._acked_seqs: set[int] = set()
+        self.released = 0  # the hub holds every seq up to here (its watermark)
+        self._release_to = 0  # rows up to here are deleted with the next commit
         self._waiters: list[asyncio.Future[None]] = []
         self._work: list[_Work] = []
         self._wake = asyncio.Event()
@@ -197,22 +203,21 @@ class Outbox:
         assert self._db is not None
         return fn(self._db)
 
-    def ack(self, message: Message) -> None:
-        """The broker has the message: delete it with the next commit."""
-        if message.seq in self._acked_seqs:
-            return
-        self._acked.append((message.seq, message.size))
-        self._acked_seqs.add(message.seq)
-        if len(self._acked) >= 5000:
-            self._wake.set()
+    def release(self, upto: int) -> None:
+        """The hub has committed every seq up to ``upto``: delete those with the next commit.
 
-    def is_acked(self, seq: int) -> bool:
-        """Acknowledged but not yet deleted (the delete rides on the next commit)."""
-        return seq in self._acked_seqs
+        Only the hub's word frees a row (a PUBACK says only that the broker has it)."""
+        if upto > self.released:
+            self.released = upto
+            self._release_to = upto
+
+    def is_released(self, seq: int) -> bool:
+        """The hub holds it (the delete may still ride on the next commit)."""
+        return seq <= self.released
 
     async def flush(self) -> None:
         """Commit everything pending now."""
-        if self._pending or self._acked or self._waiters or self._work:
+        if self._pending or self._release_to or self._waiters or self._work:
             await self._commit()
 
     async def _commit_loop(self) -> None:
@@ -220,7 +225,7 @@ class Outbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.commit_interval)
             self._wake.clear()
-            if self._pending or self._acked or self._waiters or self._work:
+            if self._pending or self._release_to or self._waiters or self._work:
                 try:
                     await self._commit()
                 except sqlite3.Error:
@@ -228,16 +233,16 @@ class Outbox:
 
     async def _commit(self) -> None:
         rows, self._pending = self._pending, []
-        acked, self._acked = self._acked, []
+        release, self._release_to = self._release_to, 0
         waiters, self._waiters = self._waiters, []
         work, self._work = self._work, []
         self._urgent = False
         try:
-            dropped = await self._run(self._write, rows, acked, work)
+            dropped = await self._run(self._write, rows, release, work)
         except BaseException:
             # keep them for the next try; nothing was published from them
             self._pending[:0] = rows
-            self._acked[:0] = acked
+            self._release_to = max(self._release_to, release)
             self._waiters[:0] = waiters
             self._work[:0] = work
             raise
@@ -248,21 +253,18 @@ class Outbox:
                 else:
                     item.future.set_result(item.result)
         self.commits += 1
-        self._acked_seqs.difference_update(s for s, _ in acked)
         for w in waiters:
             if not w.done():
                 w.set_result(None)
         if dropped is not None:
             self.dropped_total += dropped.count
-            if self.on_drop is not None:
-                self.on_drop(dropped)
         async with self.committed:
             self.committed.notify_all()
 
     def _write(
         self,
         rows: list[tuple[str, bytes, int, int]],
-        acked: list[tuple[int, int]],
+        release: int,
         work: list[_Work] = [],  # noqa: B006 (never mutated)
     ) -> Dropped | None:
         assert self._db is not None
@@ -270,11 +272,15 @@ class Outbox:
         depth, size = self.depth, self.bytes
         db.execute("BEGIN IMMEDIATE")
         try:
-            if acked:
-                # an ack can repeat (a re-sent message acked twice): count real deletes only
-                for seq, n in acked:
-                    if db.execute("DELETE FROM outbox WHERE seq=?", (seq,)).rowcount:
-                        depth, size = depth - 1, size - n
+            if release:
+                n, freed = db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(LENGTH(body)+LENGTH(topic)+{ROW_OVERHEAD}),0)"
+                    " FROM outbox WHERE seq <= ?",
+                    (release,),
+                ).fetchone()
+                if n:
+                    db.execute("DELETE FROM outbox WHERE seq <= ?", (release,))
+                    depth, size = depth - n, size - freed
             if rows:
                 db.executemany(
                     "INSERT INTO outbox (topic, body, created, critical) VALUES (?,?,?,?)", rows
@@ -298,6 +304,14 @@ class Outbox:
                 db.execute("RELEASE work")
             self.depth, self.bytes = depth, size
             dropped = self._enforce_capacity(db) if self.bytes > self.max_bytes else None
+            if dropped is not None and self.drop_events is not None:
+                # announced in the same transaction: no crash can drop without saying so
+                events = self.drop_events(dropped)
+                db.executemany(
+                    "INSERT INTO outbox (topic, body, created, critical) VALUES (?,?,?,1)", events
+                )
+                self.depth += len(events)
+                self.bytes += sum(len(b) + len(t) + ROW_OVERHEAD for t, b, _ in events)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -161,7 +161,10 @@ def gateways_provision(
         Path | None, typer.Option(help="write the gateway's password here (mode 600)")
     ] = None,
 ) -> None:
-    """Register a gateway and confine it to its own topics (reload Mosquitto afterwards)."""
+    """Register a gateway and confine it to its own topics (reload Mosquitto afterwards).
+
+    Writes passwd, acl and wuye.conf (which uses both and sets persistence and queue
+    limits): `include_dir` or copy it into the broker's configuration."""
     from hub.provision import provision
 
     settings = load_settings()
@@ -179,6 +182,7 @@ def gateways_provision(
                 mosquitto_dir / "acl",
                 settings.mqtt_username,
                 settings.mqtt_password,
+                conf=mosquitto_dir / "wuye.conf",
             )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

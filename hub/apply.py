@@ -13,23 +13,24 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import Engine, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlmodel import Session, col
 
+from hub import delivery
 from hub.alarms import service as alarms
 from hub.db import session_scope
 from hub.models import (
     Command,
     DeadLetter,
     Device,
-    Gap,
     Gateway,
     Latest,
     Reading,
@@ -39,7 +40,19 @@ from hub.models import (
 )
 from hub.parking import service as parking
 from protocols.errors import MessageError
-from protocols.mqtt import Ack, Birth, Data, Death, Event, EventKind, Kind, Status, Topic, parse
+from protocols.mqtt import (
+    MAX_SEQ,
+    Ack,
+    Birth,
+    Data,
+    Death,
+    Event,
+    EventKind,
+    Kind,
+    Status,
+    Topic,
+    parse,
+)
 from protocols.parking.messages import Ask, ParkRecord, Synced
 
 log = logging.getLogger(__name__)
@@ -206,8 +219,12 @@ class Applier:
         sink: TelemetrySink,
         max_payload: int,
         rulebook: alarms.RuleBook | None = None,
+        gap_grace: timedelta = timedelta(seconds=2),
     ) -> None:
         self.engine = engine
+        # a gap younger than this is not yet reported to the edge: with several ingest
+        # processes sharing a stream, a message may just be in another process's batch
+        self.gap_grace = gap_grace
         self.sink = sink
         self.rulebook = rulebook if rulebook is not None else alarms.RuleBook()
         self.max_payload = max_payload
@@ -308,12 +325,16 @@ class Applier:
                 topic, msg = parse(raw.topic, raw.payload)
             except MessageError as exc:
                 dead.append((raw, str(exc), _gateway_of(raw.topic)))
+                unreadable = _unreadable(raw)
+                if unreadable is not None:  # its seq is held: no gap, the watermark passes
+                    parsed.append(unreadable)
                 continue
             except Exception as exc:  # a bug in parsing must cost this message only
                 log.error("parsing a message on %s failed", raw.topic, exc_info=exc)
                 dead.append((raw, f"internal error: {exc!r}", _gateway_of(raw.topic)))
                 continue
             parsed.append((topic, msg, raw))
+        born: set[str] = set()  # gateways whose birth this batch applied
         with session_scope(self.engine) as s:
             for topic, msg, raw in parsed:
                 if isinstance(msg, Birth):
@@ -322,6 +343,7 @@ class Applier:
                         dead.append((raw, refused, topic.gateway))
                     else:
                         parking.on_birth(s, topic.gateway)
+                        born.add(topic.gateway)
                 elif isinstance(msg, Death | Status):
                     wrong_site = self._wrong_site(s, topic)
                     if wrong_site:
@@ -337,7 +359,7 @@ class Applier:
                     answer_to = Topic(topic.site, topic.gateway, Kind.ANSWER)
                     out.replies.append((str(answer_to), reply.model_dump_json().encode()))
             sequenced = []
-            sequenced_kinds = Data | Event | Ack | ParkRecord
+            sequenced_kinds = Data | Event | Ack | ParkRecord | Unreadable
             mine = [(t, m, r) for t, m, r in parsed if isinstance(m, sequenced_kinds)]
             for t, _, _ in mine:
                 if t.gateway not in self._gw_site:
@@ -363,14 +385,25 @@ class Applier:
                     sequenced.append((t, m, r))
             fresh = self._dedupe(s, sequenced)
             out.duplicates = len(sequenced) - len(fresh)
-            out.applied = len(fresh)
+            out.applied = sum(not isinstance(m, Unreadable) for _, m, _ in fresh)
             self.refused: list[tuple[Raw, str, str | None]] = []
+            self._drops: list[tuple[str, list[tuple[int, int]]]] = []
             self.device_events: list[alarms.DeviceEvent] = []
             out.values, samples = self._apply_sequenced(s, fresh)
             out.alarms = alarms.on_samples(s, self.rulebook, samples, self.device_events)
             dead += self.refused  # seen (held, so no gap) but not applied
             out.applied -= len(self.refused)
             self._count(s, sequenced, fresh)
+            for dropper, runs in self._drops:
+                gw = s.get(Gateway, dropper)
+                assert gw is not None
+                delivery.dropped(s, gw, runs)
+            # tell each edge what is now held, so it can forget exactly that (and resend gaps)
+            for held in sorted({t.gateway for t, _, _ in sequenced} | born):
+                gw = s.get(Gateway, held)
+                if gw is not None and gw.stream:
+                    c = delivery.committed(s, gw, self.gap_grace)
+                    out.replies.append(delivery.message(gw, c))
             del locked
             for raw, reason, gw_id in dead:
                 self._dead_letter(s, raw, reason, gw_id)
@@ -595,24 +628,18 @@ class Applier:
                 dev.last_seen = ms_to_dt(e.ts)
             self.device_events.append(alarms.DeviceEvent(pk, e.ts, online, dict(e.detail)))
         elif e.event is EventKind.OUTBOX_DROPPED:
-            # the dropped runs (critical messages kept between them are not gaps)
+            # the dropped runs (critical messages kept between them are not gaps); a run can
+            # only name numbers older than the event itself
             runs = e.detail.get("ranges") or [[e.detail.get("first_seq"), e.detail.get("last_seq")]]
-            gw = s.get(Gateway, t.gateway)
-            assert gw is not None
-            for run in runs:
-                if not (isinstance(run, list) and len(run) == 2):
-                    continue
-                first, last = run
-                if isinstance(first, int) and isinstance(last, int) and first <= last:
-                    s.add(
-                        Gap(
-                            gateway_id=t.gateway,
-                            stream=gw.stream,
-                            first_seq=first,
-                            last_seq=last,
-                            reason="dropped_by_edge",
-                        )
-                    )
+            good = [
+                (run[0], run[1])
+                for run in runs
+                if isinstance(run, list)
+                and len(run) == 2
+                and all(type(q) is int for q in run)
+                and 1 <= run[0] <= run[1] < e.seq
+            ]
+            self._drops.append((t.gateway, good))
 
     def _wrong_site(self, s: Session, t: Topic) -> str | None:
         """Why a gateway's death or status on ``t`` is not its own (another site's topic)."""
@@ -655,59 +682,16 @@ class Applier:
             self._gaps(s, gw, seqs)
 
     def _gaps(self, s: Session, gw: Gateway, seqs: list[int]) -> None:
+        late = []
         for seq in seqs:
             if seq > gw.max_seq + 1:
-                s.add(
-                    Gap(
-                        gateway_id=gw.id,
-                        stream=gw.stream,
-                        first_seq=gw.max_seq + 1,
-                        last_seq=seq - 1,
-                    )
-                )
-                gw.gaps += seq - 1 - gw.max_seq
+                delivery.missing(s, gw, gw.max_seq + 1, seq - 1)
                 gw.max_seq = seq
             elif seq == gw.max_seq + 1:
                 gw.max_seq = seq
             else:
-                self._fill(s, gw, seq)
-
-    def _fill(self, s: Session, gw: Gateway, seq: int) -> None:
-        """A late message arrived inside a recorded gap: shrink or split the gap."""
-        s.flush()
-        gap = (
-            s.execute(
-                select(Gap).where(
-                    col(Gap.gateway_id) == gw.id,
-                    col(Gap.stream) == gw.stream,
-                    col(Gap.reason) == "missing",
-                    col(Gap.first_seq) <= seq,
-                    col(Gap.last_seq) >= seq,
-                )
-            )
-            .scalars()
-            .first()
-        )
-        if gap is None:
-            return
-        gw.gaps -= 1
-        if gap.first_seq == gap.last_seq:
-            s.delete(gap)
-        elif seq == gap.first_seq:
-            gap.first_seq += 1
-        elif seq == gap.last_seq:
-            gap.last_seq -= 1
-        else:
-            s.add(
-                Gap(
-                    gateway_id=gw.id,
-                    stream=gw.stream,
-                    first_seq=seq + 1,
-                    last_seq=gap.last_seq,
-                    detected_at=gap.detected_at,
-                )
-            )
-            gap.last_seq = seq - 1
+                late.append(seq)
+        delivery.arrived(s, gw, late)
 
 
 # Numeric(24, 6) holds counters below 10^18: the largest any meter register reaches, scaled
@@ -750,6 +734,30 @@ def _point_types(points: Iterable[Any]) -> PointTypes:
         if info.get("kind") == "counter":
             counters.add(name)
     return PointTypes(frozenset(counters), frozenset(booleans), frozenset(numbers))
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A sequenced message refused whole whose ``seq`` could still be read: a dead letter
+    that holds its place in the sequence (else its gap, never filled, would stop the
+    watermark and the edge would keep everything after it)."""
+
+    gw: str
+    seq: int
+
+
+def _unreadable(raw: Raw) -> tuple[Topic, Unreadable, Raw] | None:
+    try:
+        topic = Topic.parse(raw.topic)
+        obj = orjson.loads(raw.payload)
+    except (MessageError, orjson.JSONDecodeError):
+        return None
+    if topic.kind not in (Kind.DATA, Kind.EVENT, Kind.ACK, Kind.PARK) or not isinstance(obj, dict):
+        return None
+    seq = obj.get("seq")
+    if type(seq) is not int or not 1 <= seq <= MAX_SEQ or obj.get("gw") != topic.gateway:
+        return None
+    return topic, Unreadable(topic.gateway, seq), raw
 
 
 def _gateway_of(topic: str) -> str | None:

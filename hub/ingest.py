@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import Engine, delete
 from sqlmodel import col
 
+from hub import delivery
 from hub.alarms import live
 from hub.apply import Applier, DatabaseDown, Raw, TelemetrySink
 from hub.db import session_scope
@@ -63,7 +64,9 @@ class Consumer:
         self, settings: HubSettings, engine: Engine, sink: TelemetrySink, instance: str = "1"
     ) -> None:
         self.settings = settings
-        self.applier = Applier(engine, sink, settings.max_payload)
+        self.applier = Applier(
+            engine, sink, settings.max_payload, gap_grace=timedelta(seconds=settings.gap_grace_s)
+        )
         self.sink = sink
         self.client_id = f"hub-ingest-{instance}"
         self.stats = Stats()
@@ -168,6 +171,7 @@ class Consumer:
         linger = self.settings.ingest_linger_ms / 1000
         last_spill = time.monotonic()
         last_housekeeping = 0.0  # at start, then hourly
+        last_watermarks = time.monotonic()
         doom = self.settings.test_die_topic
         while not self._stop.is_set():
             with self._cond:
@@ -189,6 +193,9 @@ class Consumer:
                     except Exception:  # the spill stays on disk for the next try
                         log.exception("delivering spilled telemetry failed")
                 last_spill = time.monotonic()
+            if time.monotonic() - last_watermarks > self.settings.watermark_interval_s:
+                self._remind_watermarks()
+                last_watermarks = time.monotonic()
             if time.monotonic() - last_housekeeping > HOUSEKEEPING_S:
                 self._housekeeping()
                 last_housekeeping = time.monotonic()
@@ -197,6 +204,17 @@ class Consumer:
             self._queue.clear()
         if rest:
             self._flush(rest)
+
+    def _remind_watermarks(self) -> None:
+        """Tell every online gateway what the hub holds of its stream (see hub/delivery.py)."""
+        try:
+            with session_scope(self.applier.engine) as s:
+                replies = delivery.for_online(s, self.applier.gap_grace)
+        except Exception:
+            log.exception("reading watermarks failed; will try again")
+            return
+        for topic, payload in replies:
+            self._client.publish(topic, payload, qos=1)
 
     def _housekeeping(self) -> None:
         """Prune what has aged out: SQL telemetry past retention, and old ``seen`` rows.

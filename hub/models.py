@@ -58,11 +58,15 @@ class Gateway(SQLModel, table=True):
     agent: str = ""
     last_seen: datetime | None = ts_field(nullable=True)
     birth_at: datetime | None = ts_field(nullable=True)
-    max_seq: int = Field(0, sa_column=Column(BigInteger, nullable=False, default=0))
-    messages: int = 0
-    duplicates: int = 0
-    gaps: int = 0  # sequence numbers missing (lost upstream, or not yet arrived)
-    bad: int = 0  # dead letters attributed to it
+    max_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    messages: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    duplicates: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    # sequence numbers missing (lost upstream, or not yet arrived), and those its outbox
+    # announced it dropped (deliberate: never counted as missing)
+    gaps: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    dropped: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    # dead letters attributed to it
+    bad: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     # its latest retained status message: agent metrics and per-device online/offline
     status: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     status_at: datetime | None = ts_field(nullable=True)

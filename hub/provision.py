@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlmodel import Session, col, select
 
+from deploy.mosquitto import BrokerLimits
 from hub.models import Gateway, Site
 from protocols.mqtt import ROOT, Kind, check_id
 
@@ -30,6 +31,11 @@ def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
     return f"$7${ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
+# what the hub publishes to a gateway (and only the hub): commands, parking state and
+# answers, and the watermark of what it has committed
+HUB_WRITES = (Kind.CMD, Kind.SYNC, Kind.ANSWER, Kind.COMMITTED)
+
+
 def acl_for(site: str, gateway: str) -> list[str]:
     base = f"{ROOT}/{site}/{gateway}"
     writes = [Kind.BIRTH, Kind.DEATH, Kind.ACK, Kind.STATUS, Kind.PARK, Kind.SYNCED, Kind.ASK]
@@ -39,7 +45,7 @@ def acl_for(site: str, gateway: str) -> list[str]:
         f"topic write {base}/{Kind.DATA}/+",
         f"topic write {base}/{Kind.EVENT}",
         f"topic write {base}/{Kind.EVENT}/+",
-        *(f"topic read {base}/{k}" for k in (Kind.CMD, Kind.SYNC, Kind.ANSWER)),
+        *(f"topic read {base}/{k}" for k in HUB_WRITES),
     ]
 
 
@@ -70,8 +76,13 @@ def provision(
     acl: Path,
     hub_user: str,
     hub_password: str,
+    conf: Path | None = None,
 ) -> str:
-    """Register the gateway, give it a new password (returned once), rewrite both files."""
+    """Register the gateway, give it a new password (returned once), rewrite both files.
+
+    With ``conf``, also writes a Mosquitto config that uses them and sets the broker's
+    persistence and queue limits for this many sites (deploy/mosquitto.py BrokerLimits):
+    include it from mosquitto.conf."""
     check_id(site, "site")
     check_id(gateway, "gateway")
     if session.get(Site, site) is None:
@@ -92,7 +103,7 @@ def provision(
         "# written by `python -m hub gateways provision`; edits are overwritten",
         f"user {hub_user}",
         f"topic read {ROOT}/#",
-        *(f"topic write {ROOT}/+/+/{k}" for k in (Kind.CMD, Kind.SYNC, Kind.ANSWER)),
+        *(f"topic write {ROOT}/+/+/{k}" for k in HUB_WRITES),
         "topic readwrite wuye-hub/#",  # the hub's own: live alarm changes between processes
         "",
     ]
@@ -100,4 +111,15 @@ def provision(
         if g.id in users:
             lines += [*acl_for(g.site_id, g.id), ""]
     _write_atomically(acl, "\n".join(lines))
+    if conf is not None:
+        sites = len(session.exec(select(Site.id)).all())
+        limits = BrokerLimits(sites=max(1, sites))
+        _write_atomically(
+            conf,
+            "# written by `python -m hub gateways provision`; edits are overwritten\n"
+            f"allow_anonymous false\npassword_file {passwd.resolve()}\n"
+            f"acl_file {acl.resolve()}\n"
+            f"# queues hold {limits.outage_h:g} h of {limits.sites} site(s) for a hub away\n"
+            + limits.conf(conf.resolve().parent),
+        )
     return password

@@ -40,6 +40,11 @@ class HubSettings(BaseSettings):
     ingest_batch: int = Field(500, ge=1, le=10_000)  # messages per transaction at most
     ingest_linger_ms: int = Field(50, ge=0, le=5000)  # wait for a batch to fill
     max_payload: int = Field(256 * 1024, ge=1024)  # larger payloads are dead letters
+    # every this often each online gateway is told what the hub holds of its stream (as
+    # after every commit), so an edge learns of a tail the broker lost; gaps younger than
+    # the grace are not yet asked for again (another ingest process may hold them)
+    watermark_interval_s: float = Field(5.0, gt=0, le=3600)
+    gap_grace_s: float = Field(2.0, ge=0, le=3600)
     # test hook: a message on this exact topic kills the ingest thread (never set in
     # production; the suite and the demo's supervisor check use it)
     test_die_topic: str = ""

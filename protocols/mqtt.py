@@ -54,6 +54,7 @@ class Kind(StrEnum):
     SYNCED = "synced"  # edge -> hub, QoS 1: the state version the edge now holds
     ASK = "ask"  # edge -> hub, QoS 1: has this session been paid?
     ANSWER = "answer"  # hub -> edge, QoS 1: the payments of the session asked about
+    COMMITTED = "committed"  # hub -> edge, QoS 1: what the hub has committed (watermark)
 
 
 def check_id(value: str, what: str) -> str:
@@ -211,6 +212,25 @@ class Status(_Message):
     devices: dict[Ident, Literal["online", "offline", "unknown"]]
 
 
+class Committed(_Message):
+    """hub -> edge: how much of the gateway's stream the hub has committed to its database.
+
+    Every ``seq`` at or below ``seq`` is held by the hub (applied, a duplicate, a dead letter
+    or announced as dropped): the edge may forget those, and only those. ``max`` is the
+    highest seq the hub has seen; ``gaps`` the runs above ``seq`` it misses (oldest first,
+    at most :data:`MAX_GAPS`, each older than the hub's grace), for the edge to send again.
+    """
+
+    stream: Annotated[str, Field(min_length=1, max_length=64)]
+    seq: Annotated[int, Strict(), Field(ge=0, le=MAX_SEQ)]
+    max: Annotated[int, Strict(), Field(ge=0, le=MAX_SEQ)]
+    gaps: tuple[tuple[SeqNo, SeqNo], ...] = ()
+    ts: Millis
+
+
+MAX_GAPS = 100
+
+
 _BY_KIND: dict[Kind, type[BaseModel]] = {
     Kind.BIRTH: Birth,
     Kind.DEATH: Death,
@@ -219,6 +239,7 @@ _BY_KIND: dict[Kind, type[BaseModel]] = {
     Kind.ACK: Ack,
     Kind.STATUS: Status,
     Kind.CMD: Command,
+    Kind.COMMITTED: Committed,
 }
 
 

@@ -10,6 +10,7 @@ import sys
 
 from simulators.simulator import ModbusSimulator
 from tests.edge.helpers import ROOT, sim_config, sim_site, start_agent, tcp_endpoint
+from tests.support.committer import Committer
 from tests.support.subscriber import Subscriber
 
 
@@ -18,6 +19,7 @@ async def test_sigkill_loses_nothing_committed_and_leaves_no_gap(broker, tmp_pat
     async with ModbusSimulator(cfg) as sim:
         path = sim_site(tmp_path, broker.url, sim, interval=0.05)
         sub = Subscriber(broker.port)
+        hub = Committer(broker.port)  # the hub's watermark is what frees the outbox
         for _ in range(4):
             agent = await asyncio.to_thread(start_agent, path)
             seen = len(sub.sequenced())
@@ -29,6 +31,7 @@ async def test_sigkill_loses_nothing_committed_and_leaves_no_gap(broker, tmp_pat
         await asyncio.to_thread(sub.wait_for, lambda m: len(sub.sequenced()) > seen + 50)
         agent.send_signal(signal.SIGTERM)  # a clean stop drains the outbox
         assert await asyncio.to_thread(agent.wait, 30) == 0
+        hub.close()
     db = sqlite3.connect(tmp_path / "outbox.db")
     last = db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()[0]
     left = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]

@@ -9,6 +9,7 @@ from edge.config import BrokerConfig
 from edge.link import LinkState, MqttLink
 from edge.outbox import Outbox
 from protocols.mqtt import Birth, Kind, Topic, parse
+from tests.support.committer import Committer
 from tests.support.subscriber import Subscriber
 
 SITE, GW = "test-site", "gw-1"
@@ -36,6 +37,7 @@ async def wait_on(cond: asyncio.Condition, predicate, timeout=20.0):
 
 async def test_messages_arrive_in_order_and_leave_the_outbox(broker, tmp_path):
     sub = Subscriber(broker.port)
+    hub = Committer(broker.port)  # only the hub's watermark frees the outbox
     async with Outbox(tmp_path / "ob.db", commit_interval=0.05) as ob:
         link = MqttLink(SITE, GW, BrokerConfig(url=broker.url), ob, birth, no_commands, window=8)
         task = asyncio.create_task(link.run())
@@ -57,6 +59,7 @@ async def test_messages_arrive_in_order_and_leave_the_outbox(broker, tmp_path):
     deaths = [m.json for m in sub.of_kind("death")]
     assert births[0]["bdseq"] == deaths[-1]["bdseq"] == 0  # clean shutdown sends the death
     sub.close()
+    hub.close()
 
 
 async def test_outage_backlog_arrives_historical_without_gaps(tmp_path):

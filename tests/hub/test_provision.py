@@ -172,3 +172,39 @@ def test_provision_cli_writes_files_and_a_private_password(tmp_path):
         timeout=60,
     )
     assert r.returncode != 0 and "already belongs to site s1" in r.stderr
+
+
+def test_the_written_broker_config_runs_and_holds_a_days_outage(tmp_path):
+    """wuye.conf: logins, ACL (the hub's watermark reaches its gateway only), persistence
+    and queues sized for 24 h of the provisioned sites."""
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    mq = tmp_path / "mq"
+    with session_scope(engine) as s:
+        pw1 = provision(s, "s1", "gw-1", mq / "passwd", mq / "acl", "hub", "hub-pw", mq / "w.conf")
+    with session_scope(engine) as s:
+        pw2 = provision(s, "s2", "gw-2", mq / "passwd", mq / "acl", "hub", "hub-pw", mq / "w.conf")
+    conf = (mq / "w.conf").read_text()
+    day_of_two_sites = 2 * 40 * 24 * 3600
+    assert f"max_queued_messages {day_of_two_sites}\n" in conf
+    assert "persistence true\n" in conf and "autosave_interval 60\n" in conf
+    b = Mosquitto(tmp_path, extra=conf).start()  # later lines override the runner's own
+    try:
+        hub = Client(b.port, "hub", "hub-pw")
+        gw1, gw2 = Client(b.port, "gw-1", pw1), Client(b.port, "gw-2", pw2)
+        gw1.subscribe("wuye/v1/s1/gw-1/committed")
+        gw2.subscribe("wuye/v1/+/+/committed")  # granted, but the ACL delivers only its own
+        hub.publish("wuye/v1/s1/gw-1/committed", b"w1")
+        hub.publish("wuye/v1/s2/gw-2/committed", b"w2")
+        for c, want in ((gw1, b"w1"), (gw2, b"w2")):
+            with c.arrived:
+                assert c.arrived.wait_for(lambda c=c: c.got, 10)
+            assert [p for _, p in c.got] == [want]
+        anonymous = Client(b.port, "nobody", "x")
+        assert anonymous.connack[0].is_failure
+        for c in (hub, gw1, gw2, anonymous):
+            c.close()
+    finally:
+        b.stop()
+        engine.dispose()
