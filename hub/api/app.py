@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from hub.alarms import live
 from hub.api.routes import alarms, auth, commands, health, parking, payments, registry, workorders
+from hub.api.storable import RefuseUnstorableText
 from hub.dispatch import Dispatcher
 from hub.notify import Sender
 from hub.notify import routes as notify_routes
@@ -69,6 +70,7 @@ def create_app(
             unregister()
 
     app = FastAPI(title="wuye hub", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(RefuseUnstorableText)  # 422 for text no database stores, not a 500
     routers = (
         auth,
         registry,
