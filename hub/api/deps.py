@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
+from pydantic import AfterValidator
 from sqlmodel import Session, select
 
 from hub.auth import OPERATORS, STAFF, Role, read_token
@@ -94,3 +96,40 @@ AdminUser = Annotated[User, Depends(_require({Role.HQ_ADMIN}))]
 def forbid_unless(allowed: bool, what: str) -> None:
     if not allowed:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"not allowed: {what}")
+
+
+def not_found(what: str) -> HTTPException:
+    """The answer for an object that does not exist, and for one of another site or owner:
+    the same words, so that a refusal does not tell what exists elsewhere."""
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no {what}")
+
+
+BIGINT_MAX = 2**63 - 1  # PostgreSQL BIGINT; SQLite's INTEGER is as wide
+INTEGER_MAX = 2**31 - 1  # PostgreSQL INTEGER
+
+
+def row_id(value: int, what: str, most: int = BIGINT_MAX) -> int:
+    """``value`` as the id of a row of a column holding up to ``most``; 404 for an id no
+    row can have (zero, negative, wider than the column), as for one that does not exist."""
+    if not 1 <= value <= most:
+        raise not_found(f"{what} {value}")
+    return value
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the edge counts milliseconds from here
+
+
+def _instant(t: datetime) -> datetime:
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError("a time needs a timezone (e.g. 2026-11-22T08:00:00+08:00)")
+    try:
+        utc = t.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:00-05:00 is past the last date
+        raise ValueError("a time between 1970 and 9999") from exc
+    if utc < EPOCH:
+        raise ValueError("a time between 1970 and 9999")
+    return t
+
+
+# a time as the hub takes it: with a zone, in UTC from 1970 (the edge's milliseconds) to 9999
+Instant = Annotated[datetime, AfterValidator(_instant)]

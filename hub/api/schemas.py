@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from protocols.mqtt import Ident, Scalar
 
@@ -82,6 +82,14 @@ class CommandCreate(BaseModel):
     point: str = Field(min_length=1, max_length=64)
     value: Scalar
     ttl_s: int = Field(60, ge=1, le=86400)
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _fits_64_bits(cls, v: Any) -> Any:
+        # JSON columns and the edge's JSON hold 64-bit integers; wider is refused, not rounded
+        if type(v) is int and not -(2**63) <= v < 2**63:
+            raise ValueError("an integer value must fit in 64 bits")
+        return v
 
 
 class CommandPublic(BaseModel):

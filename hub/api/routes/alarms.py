@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -25,7 +25,14 @@ from sqlmodel import Session, col, select
 from hub.alarms import live
 from hub.alarms import service as alarms
 from hub.alarms.models import Alarm, AlarmEvent
-from hub.api.deps import SessionDep, StaffUser, forbid_unless, user_of_token
+from hub.api.deps import (
+    SessionDep,
+    StaffUser,
+    forbid_unless,
+    not_found,
+    row_id,
+    user_of_token,
+)
 from hub.auth import OPERATORS, STAFF, Role, can_see_site
 from hub.models import User
 
@@ -62,6 +69,13 @@ class AlarmPublic(BaseModel):
     events: list[AlarmEventPublic] = []
 
 
+def _alarm_id(alarm_id: int) -> int:
+    return row_id(alarm_id, "alarm")
+
+
+AlarmId = Annotated[int, Depends(_alarm_id)]
+
+
 class Note(BaseModel):
     note: Annotated[str, Field(max_length=2000)] = ""
 
@@ -94,10 +108,10 @@ def list_alarms(
 
 
 def _alarm(session: Session, user: User, alarm_id: int) -> Alarm:
+    """The alarm if ``user`` may see it; 404 if it does not exist or is another site's."""
     alarm = session.get(Alarm, alarm_id)
-    if alarm is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alarm {alarm_id}")
-    forbid_unless(can_see_site(user, alarm.site_id), f"site {alarm.site_id}")
+    if alarm is None or not can_see_site(user, alarm.site_id):
+        raise not_found(f"alarm {alarm_id}")
     return alarm
 
 
@@ -135,7 +149,7 @@ async def stream(
 
 
 @router.get("/alarms/{alarm_id}")
-def get_alarm(alarm_id: int, user: StaffUser, session: SessionDep) -> AlarmPublic:
+def get_alarm(alarm_id: AlarmId, user: StaffUser, session: SessionDep) -> AlarmPublic:
     alarm = _alarm(session, user, alarm_id)
     events = session.exec(
         select(AlarmEvent).where(AlarmEvent.alarm_id == alarm_id).order_by(col(AlarmEvent.id))
@@ -167,7 +181,7 @@ def _act(
 
 @router.post("/alarms/{alarm_id}/ack")
 def acknowledge(
-    alarm_id: int, body: Note, user: StaffUser, session: SessionDep, request: Request
+    alarm_id: AlarmId, body: Note, user: StaffUser, session: SessionDep, request: Request
 ) -> AlarmPublic:
     """Engineers, site managers and HQ: "I have seen it" (once; with an optional note)."""
     return _act(request, session, user, alarm_id, "acknowledge", body.note)
@@ -175,7 +189,7 @@ def acknowledge(
 
 @router.post("/alarms/{alarm_id}/comment")
 def add_comment(
-    alarm_id: int, body: Note, user: StaffUser, session: SessionDep, request: Request
+    alarm_id: AlarmId, body: Note, user: StaffUser, session: SessionDep, request: Request
 ) -> AlarmPublic:
     return _act(request, session, user, alarm_id, "comment on", body.note)
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi import APIRouter, HTTPException, Request, status
 from sqlmodel import select
 
-from hub.api.deps import OperatorUser, SessionDep, StaffUser, forbid_unless
+from hub.api.deps import OperatorUser, SessionDep, StaffUser, not_found
 from hub.api.schemas import CommandCreate, CommandPublic
 from hub.auth import can_see_site
 from hub.models import Command, Device, utcnow
@@ -39,9 +39,8 @@ def create(
     dev = session.exec(
         select(Device).where(Device.gateway_id == body.gateway, Device.device_id == body.device)
     ).first()
-    if dev is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {body.gateway}/{body.device}")
-    forbid_unless(can_see_site(user, dev.site_id), f"site {dev.site_id}")
+    if dev is None or not can_see_site(user, dev.site_id):  # another site's: no hint
+        raise not_found(f"device {body.gateway}/{body.device}")
     point = next((p for p in dev.points if p["name"] == body.point), None)
     if point is None or not point.get("writable"):
         raise HTTPException(
@@ -69,7 +68,6 @@ def create(
 @router.get("/commands/{command_id}")
 def get(command_id: str, user: StaffUser, session: SessionDep) -> CommandPublic:
     cmd = session.get(Command, command_id)
-    if cmd is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no command {command_id}")
-    forbid_unless(can_see_site(user, cmd.site_id), f"site {cmd.site_id}")
+    if cmd is None or not can_see_site(user, cmd.site_id):  # another site's: no hint
+        raise not_found(f"command {command_id}")
     return _public(cmd)
