@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +44,15 @@ def sniff(data: bytes) -> str | None:
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     return None
+
+
+def display_name(filename: str) -> str:
+    """The uploader's file name as the order lists it: its last part, at most 100
+    characters, without control characters or lone surrogates (no database stores a NUL,
+    nor text that is not UTF-8), or ``photo`` if nothing is left."""
+    name = Path(filename).name
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cs"))
+    return name[:100] or "photo"
 
 
 def path_of(root: Path, order_id: int, name: str) -> Path:
@@ -106,7 +116,7 @@ def attach(
             listed.append(
                 {
                     "name": name,
-                    "filename": Path(f.filename or "photo").name[:100],
+                    "filename": display_name(f.filename),
                     "content_type": kind,
                     "size": len(f.data),
                     "sha256": digest,

@@ -10,12 +10,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from hub.api.deps import CurrentUser, SessionDep, SettingsDep, StaffUser, forbid_unless
+from hub.api.deps import (
+    BIGINT_MAX,
+    CurrentUser,
+    Instant,
+    SessionDep,
+    SettingsDep,
+    StaffUser,
+    forbid_unless,
+    not_found,
+    row_id,
+)
 from hub.api.reports import report_response
 from hub.auth import Role, can_see_site
 from hub.models import User, utcnow
@@ -32,12 +42,20 @@ from hub.workorders.lifecycle import (
     allowed_actions,
 )
 from hub.workorders.models import EngineerDuty, WorkOrderAudit, WorkOrderRecord
+from protocols.parking.messages import MAX_FEN
 
 router = APIRouter(prefix="/api/v1", tags=["workorders"])
 
 
+def _order_id(order_id: int) -> int:
+    return row_id(order_id, "work order")
+
+
+OrderId = Annotated[int, Depends(_order_id)]
+
+
 class WorkOrderCreate(BaseModel):
-    site: str
+    site: Annotated[str, Field(min_length=1, max_length=64)]
     title: Annotated[str, Field(min_length=1, max_length=200)]
     description: Annotated[str, Field(max_length=4000)] = ""
     location: Annotated[str, Field(max_length=200)] = ""
@@ -46,10 +64,12 @@ class WorkOrderCreate(BaseModel):
 
 
 class ActionBody(BaseModel):
+    """What a step takes; a field left out or null is not given."""
+
     note: Annotated[str, Field(max_length=2000)] = ""
-    assignee: str | None = None
-    rating: int | None = None
-    charge_fen: int | None = None
+    assignee: Annotated[str, Field(max_length=64)] | None = None
+    rating: int | None = None  # the lifecycle says what a rating may be
+    charge_fen: Annotated[int, Field(le=MAX_FEN)] | None = None
 
 
 class AttachmentPublic(BaseModel):
@@ -113,7 +133,11 @@ class EngineerPublic(BaseModel):
 
 
 class DutyChange(BaseModel):
-    skills: list[str] | None = None
+    """A field left out or null stays as it is."""
+
+    skills: Annotated[list[Annotated[str, Field(max_length=32)]], Field(max_length=32)] | None = (
+        None
+    )
     on_duty: bool | None = None
 
 
@@ -177,15 +201,14 @@ def _refusal(exc: Exception) -> HTTPException:
 
 
 def _visible(session: SessionDep, user: User, order_id: int) -> WorkOrderRecord:
-    """The order if ``user`` may see it; 404 for an owner's look at another's (no hint)."""
+    """The order if ``user`` may see it; 404 if it does not exist, is another site's or
+    (owners) another's, alike."""
     try:
         rec = service.get(session, order_id)
     except service.WorkOrderNotFound as exc:
         raise _refusal(exc) from exc
     if not service.can_see(user, rec):
-        if user.role == Role.OWNER:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no work order {order_id}")
-        forbid_unless(False, f"work orders of site {rec.site_id}")
+        raise not_found(f"work order {order_id}")
     return rec
 
 
@@ -196,8 +219,8 @@ def report(
     user: StaffUser,
     session: SessionDep,
     settings: SettingsDep,
-    start: datetime,
-    end: datetime,
+    start: Instant,
+    end: Instant,
     site: str | None = None,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
 ) -> Any:
@@ -205,8 +228,6 @@ def report(
     opened in [start, end), time to finish, SLA breaches, ratings. HQ admins and site
     managers (their sites)."""
     forbid_unless(user.role in (Role.HQ_ADMIN, Role.SITE_MANAGER), "work-order reports")
-    if start.tzinfo is None or end.tzinfo is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "times need a zone")
     if end <= start or end - start > timedelta(days=366):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "need start < end, within a year"
@@ -238,7 +259,7 @@ def list_orders(
     source: Source | None = None,
     mine: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before_id: int | None = None,
+    before_id: Annotated[int, Query(ge=1, le=BIGINT_MAX)] | None = None,
 ) -> list[WorkOrderPublic]:
     """Newest first. HQ admins see every site, staff their sites, owners their repair
     requests; ``mine`` = assigned to me; ``before_id`` pages."""
@@ -293,13 +314,13 @@ def _detail(session: SessionDep, rec: WorkOrderRecord) -> WorkOrderDetail:
 
 
 @router.get("/workorders/{order_id}")
-def get_order(order_id: int, user: CurrentUser, session: SessionDep) -> WorkOrderDetail:
+def get_order(order_id: OrderId, user: CurrentUser, session: SessionDep) -> WorkOrderDetail:
     return _detail(session, _visible(session, user, order_id))
 
 
 @router.post("/workorders/{order_id}/attachments", status_code=status.HTTP_201_CREATED)
 async def add_attachments(
-    order_id: int,
+    order_id: OrderId,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
@@ -332,7 +353,7 @@ async def add_attachments(
 
 @router.get("/workorders/{order_id}/attachments/{name}")
 def get_attachment(
-    order_id: int, name: str, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    order_id: OrderId, name: str, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> FileResponse:
     rec = _visible(session, user, order_id)
     listed = next((a for a in rec.attachments if a["name"] == name), None)
@@ -346,7 +367,7 @@ def get_attachment(
 
 @router.post("/workorders/{order_id}/{action}")
 def take_action(
-    order_id: int,
+    order_id: OrderId,
     action: str,
     user: CurrentUser,
     session: SessionDep,
@@ -361,8 +382,7 @@ def take_action(
         act = None
     if act is None or act is Action.CREATE or act is Action.AUTO_ASSIGN:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no action {action!r}")
-    if user.role == Role.OWNER:
-        _visible(session, user, order_id)  # owners: 404 for others' orders, no hint
+    _visible(session, user, order_id)  # 404 for another site's or owner's, no hint
     b = body or ActionBody()
     try:
         rec, _ = service.act(
@@ -409,12 +429,11 @@ def change_duty(
 ) -> EngineerPublic:
     """Skills (HQ admins, the engineer's site managers) and duty (them, or the engineer)."""
     rows = {u.username: (u, d) for u, d in dispatching.engineers(session)}
-    if username not in rows:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no engineer {username}")
-    eng = rows[username][0]
-    manages = user.role == Role.HQ_ADMIN or (
-        user.role == Role.SITE_MANAGER and bool(set(eng.sites or []) & set(user.sites or []))
-    )
+    eng = rows[username][0] if username in rows else None
+    shares = eng is not None and bool(set(eng.sites or []) & set(user.sites or []))
+    if eng is None or not (user.role == Role.HQ_ADMIN or shares or user.username == username):
+        raise not_found(f"engineer {username}")  # another site's too: no hint
+    manages = user.role == Role.HQ_ADMIN or (user.role == Role.SITE_MANAGER and shares)
     himself = user.username == username and body.skills is None
     forbid_unless(manages or himself, f"changing {username}'s skills or duty")
     try:
