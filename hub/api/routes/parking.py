@@ -15,12 +15,12 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
-from hub.api.deps import CurrentUser, SessionDep, StaffUser, forbid_unless
+from hub.api.deps import CurrentUser, Instant, SessionDep, StaffUser, forbid_unless, not_found
 from hub.api.ratelimit import RateLimited
 from hub.api.reports import report_response
 from hub.api.routes.payments import ChannelsDep
 from hub.auth import Role, can_see_site
-from hub.models import User
+from hub.models import Gateway, User
 from hub.parking import reports
 from hub.parking import service as parking
 from hub.parking.models import ParkingListEntry, ParkingLot, ParkingPass, ParkingSession
@@ -28,7 +28,7 @@ from hub.payments import create_order
 from hub.payments.errors import ChannelError, IdempotencyConflict, OrderNotPayable
 from hub.payments.service import prepare_payment
 from protocols.errors import ConfigError
-from protocols.parking.messages import Lease, ListKind, Policy
+from protocols.parking.messages import Lease, ListKind, Plate, Policy
 
 router = APIRouter(prefix="/api/v1", tags=["parking"])
 Visitor = RateLimited("visitor", per_minute=30)
@@ -36,9 +36,9 @@ Visitor = RateLimited("visitor", per_minute=30)
 
 class LotCreate(BaseModel):
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-    site_id: str
-    gateway_id: str
-    name: str = ""
+    site_id: Annotated[str, Field(min_length=1, max_length=64)]
+    gateway_id: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[str, Field(max_length=200)] = ""
     policy: Policy
 
 
@@ -61,11 +61,11 @@ class LotPublic(BaseModel):
 
 
 class PassCreate(BaseModel):
-    plate: str | None = None
-    card: str | None = None
+    plate: Plate | None = None
+    card: Annotated[str, Field(min_length=1, max_length=32)] | None = None
     lease: Lease = Lease.MONTHLY
-    start: datetime
-    end: datetime
+    start: Instant
+    end: Instant
 
 
 class PassPublic(BaseModel):
@@ -80,11 +80,11 @@ class PassPublic(BaseModel):
 
 
 class ListCreate(BaseModel):
-    plate: str
+    plate: Plate
     kind: ListKind
-    start: datetime
-    end: datetime | None = None
-    note: str = ""
+    start: Instant
+    end: Instant | None = None
+    note: Annotated[str, Field(max_length=500)] = ""
 
 
 class SessionPublic(BaseModel):
@@ -118,14 +118,14 @@ class QuotePublic(BaseModel):
 
 
 class PayRequest(BaseModel):
-    plate: str
-    channel: str = "sandbox"
+    plate: Plate
+    channel: Annotated[str, Field(max_length=32)] = "sandbox"
 
 
 class PassPurchase(BaseModel):
-    plate: str
+    plate: Plate
     months: Annotated[int, Field(ge=1, le=24)]
-    channel: str = "sandbox"
+    channel: Annotated[str, Field(max_length=32)] = "sandbox"
 
 
 class OrderCreated(BaseModel):
@@ -135,11 +135,25 @@ class OrderCreated(BaseModel):
     pay: dict[str, Any]
 
 
-def _lot(session: Session, lot_id: str) -> ParkingLot:
+def _any_lot(session: Session, lot_id: str) -> ParkingLot:
+    """Any lot, for visitors (no login)."""
     try:
         return parking.get_lot(session, lot_id)
     except parking.ParkingError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+def _lot(session: Session, user: User, lot_id: str) -> ParkingLot:
+    """A lot of the user's sites (staff, and owners where they live); another site's is
+    answered as one that does not exist."""
+    lot = _any_lot(session, lot_id)
+    if user.role == Role.OWNER:
+        ours = lot.site_id in (user.sites or [])
+    else:
+        ours = can_see_site(user, lot.site_id)
+    if not ours:
+        raise not_found(f"parking lot {lot_id!r}")
+    return lot
 
 
 def _manage(user: User, lot_site: str) -> None:
@@ -159,6 +173,13 @@ def create_lot(
     body: LotCreate, user: StaffUser, session: SessionDep, request: Request
 ) -> LotPublic:
     _manage(user, body.site_id)
+    gateway = session.get(Gateway, body.gateway_id)
+    if gateway is not None and gateway.site_id != body.site_id:
+        # a lot's changes go to its gateway: never to another site's edge
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"gateway {body.gateway_id} is not at site {body.site_id}",
+        )
     try:
         lot = parking.create_lot(
             session, body.id, body.site_id, body.gateway_id, body.policy, body.name
@@ -174,9 +195,7 @@ def create_lot(
 
 @router.get("/lots/{lot_id}")
 def get_lot(lot_id: str, user: StaffUser, session: SessionDep) -> LotPublic:
-    lot = _lot(session, lot_id)
-    forbid_unless(can_see_site(user, lot.site_id), f"site {lot.site_id}")
-    return _lot_public(session, lot)
+    return _lot_public(session, _lot(session, user, lot_id))
 
 
 def _lot_public(session: Session, lot: ParkingLot) -> LotPublic:
@@ -211,7 +230,7 @@ def _lot_public(session: Session, lot: ParkingLot) -> LotPublic:
 def set_policy(
     lot_id: str, body: Policy, user: StaffUser, session: SessionDep, request: Request
 ) -> LotPublic:
-    lot = _lot(session, lot_id)
+    lot = _lot(session, user, lot_id)
     _manage(user, lot.site_id)
     try:
         parking.set_policy(session, lot_id, body)
@@ -226,9 +245,8 @@ def set_policy(
 def add_pass(
     lot_id: str, body: PassCreate, user: StaffUser, session: SessionDep, request: Request
 ) -> PassPublic:
-    lot = _lot(session, lot_id)
+    lot = _lot(session, user, lot_id)
     _manage(user, lot.site_id)
-    _aware(body.start, body.end)
     p = ParkingPass(
         id=parking.new_id(),
         lot_id=lot_id,
@@ -251,7 +269,7 @@ def add_pass(
 def remove_pass(
     lot_id: str, pass_id: str, user: StaffUser, session: SessionDep, request: Request
 ) -> None:
-    lot = _lot(session, lot_id)
+    lot = _lot(session, user, lot_id)
     _manage(user, lot.site_id)
     try:
         parking.delete_pass(session, lot_id, pass_id)
@@ -265,9 +283,8 @@ def remove_pass(
 def add_list_entry(
     lot_id: str, body: ListCreate, user: StaffUser, session: SessionDep, request: Request
 ) -> dict[str, str]:
-    lot = _lot(session, lot_id)
+    lot = _lot(session, user, lot_id)
     _manage(user, lot.site_id)
-    _aware(body.start, body.end)
     e = ParkingListEntry(
         id=parking.new_id(),
         lot_id=lot_id,
@@ -292,8 +309,7 @@ def sessions(
     plate: str | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[SessionPublic]:
-    lot = _lot(session, lot_id)
-    forbid_unless(can_see_site(user, lot.site_id), f"site {lot.site_id}")
+    _lot(session, user, lot_id)
     q = select(ParkingSession).where(ParkingSession.lot_id == lot_id)
     if status_:
         q = q.where(ParkingSession.status == status_)
@@ -301,14 +317,6 @@ def sessions(
         q = q.where(ParkingSession.plate == plate)
     rows = session.exec(q.order_by(col(ParkingSession.entry_at).desc()).limit(limit)).all()
     return [SessionPublic.model_validate(r, from_attributes=True) for r in rows]
-
-
-def _aware(*times: datetime | None) -> None:
-    if any(t is not None and t.tzinfo is None for t in times):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "times need a timezone (e.g. 2026-11-22T08:00:00+08:00)",
-        )
 
 
 # -- visitors ----------------------------------------------------------------------------------
@@ -319,7 +327,7 @@ def visitor_quote(lot_id: str, plate: str, session: SessionDep) -> QuotePublic:
 
 
 def _quote(session: Session, lot_id: str, plate: str) -> QuotePublic:
-    lot = _lot(session, lot_id)
+    lot = _any_lot(session, lot_id)
     now = parking.utcnow()
     try:
         sess = parking.active_session(session, lot_id, plate)
@@ -410,10 +418,8 @@ def buy_pass(
     idempotency_key: Annotated[str, Header(min_length=8, max_length=128)],
 ) -> OrderCreated:
     """An owner of the lot's site buys or extends a monthly pass (end = max(end, now) + N)."""
-    lot = _lot(session, lot_id)
-    forbid_unless(
-        user.role == Role.OWNER and lot.site_id in user.sites, "buying passes in this lot"
-    )
+    lot = _lot(session, user, lot_id)
+    forbid_unless(user.role == Role.OWNER, "buying passes (owners do)")
     price = Policy.model_validate(lot.policy).monthly_fen
     if not price:
         raise HTTPException(status.HTTP_409_CONFLICT, "this lot sells no monthly passes")
@@ -434,12 +440,10 @@ def buy_pass(
 @router.get("/lots/{lot_id}/passes")
 def passes(lot_id: str, user: CurrentUser, session: SessionDep) -> list[PassPublic]:
     """Staff of the site see every pass; an owner sees the passes he bought."""
-    lot = _lot(session, lot_id)
+    _lot(session, user, lot_id)
     q = select(ParkingPass).where(ParkingPass.lot_id == lot_id)
     if user.role == Role.OWNER:
         q = q.where(ParkingPass.owner == user.username)
-    else:
-        forbid_unless(can_see_site(user, lot.site_id), f"site {lot.site_id}")
     return [PassPublic.model_validate(p, from_attributes=True) for p in session.exec(q)]
 
 
@@ -450,17 +454,15 @@ def report(
     report: str,
     user: StaffUser,
     session: SessionDep,
-    start: datetime,
-    end: datetime,
+    start: Instant,
+    end: Instant,
     step_s: Annotated[int, Query(ge=60, le=86400)] = 3600,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
 ) -> Any:
     """``revenue`` per day and channel, ``occupancy`` over time, ``unpaid`` exits (and
     overpaid sessions to refund); days are cut in Asia/Shanghai. ``format=csv`` for a file."""
-    lot = _lot(session, lot_id)
+    lot = _lot(session, user, lot_id)
     forbid_unless(user.role != Role.ENGINEER, "parking reports")
-    forbid_unless(can_see_site(user, lot.site_id), f"site {lot.site_id}")
-    _aware(start, end)
     if end <= start or end - start > timedelta(days=366):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "need start < end, within a year"
