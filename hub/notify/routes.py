@@ -8,11 +8,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
-from hub.api.deps import SessionDep, StaffUser, forbid_unless
+from hub.api.deps import INTEGER_MAX, SessionDep, StaffUser, forbid_unless, not_found, row_id
 from hub.auth import Role
 from hub.models import User
 from hub.notify import service
@@ -21,20 +21,30 @@ from hub.notify.models import Notification, Subscription
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
 
 
+def _sub_id(sub_id: int) -> int:
+    return row_id(sub_id, "subscription", INTEGER_MAX)
+
+
+SubscriptionId = Annotated[int, Depends(_sub_id)]
+
+
 class SubscriptionIn(BaseModel):
     role: Role
-    site_id: str = "*"
-    event: str
-    min_severity: str | None = None
+    site_id: Annotated[str, Field(min_length=1, max_length=64)] = "*"
+    event: Annotated[str, Field(max_length=32)]
+    min_severity: Annotated[str, Field(max_length=16)] | None = None  # null: every severity
     only_assignee: bool = False
-    channel: str = "webhook"
+    channel: Annotated[str, Field(max_length=16)] = "webhook"
     enabled: bool = True
 
 
 class SubscriptionChange(BaseModel):
-    min_severity: str | None = None
-    only_assignee: bool | None = None
-    enabled: bool | None = None
+    """Only the fields given change. ``min_severity`` null: every severity; the flags are
+    true or false (null is refused: it would mean nothing)."""
+
+    min_severity: Annotated[str, Field(max_length=16)] | None = None
+    only_assignee: bool = False
+    enabled: bool = True
 
 
 class SubscriptionPublic(BaseModel):
@@ -106,16 +116,20 @@ def add_subscription(
 
 
 def _existing(session: SessionDep, user: User, sub_id: int) -> Subscription:
+    """The subscription if ``user`` may edit it; 404 if it does not exist or is another
+    site's (a site manager's view of ``*`` is read-only: 403)."""
+    _manager(user)
     sub = session.get(Subscription, sub_id)
-    if sub is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no subscription {sub_id}")
+    sites = _sites(user)
+    if sub is None or (sites is not None and sub.site_id not in [*sites, "*"]):
+        raise not_found(f"subscription {sub_id}")
     _may_edit(user, sub.site_id)
     return sub
 
 
 @router.patch("/subscriptions/{sub_id}")
 def change_subscription(
-    sub_id: int, body: SubscriptionChange, user: StaffUser, session: SessionDep
+    sub_id: SubscriptionId, body: SubscriptionChange, user: StaffUser, session: SessionDep
 ) -> SubscriptionPublic:
     _existing(session, user, sub_id)
     try:
@@ -128,7 +142,7 @@ def change_subscription(
 
 
 @router.delete("/subscriptions/{sub_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_subscription(sub_id: int, user: StaffUser, session: SessionDep) -> None:
+def delete_subscription(sub_id: SubscriptionId, user: StaffUser, session: SessionDep) -> None:
     _existing(session, user, sub_id)
     service.delete_subscription(session, sub_id)
 
