@@ -30,3 +30,58 @@ def test_demo_runs_a_community_end_to_end(tmp_path):
     # the lot's state reaches the edge, and a car goes in through a gate on a pty
     assert "SYNCED lot north-gate: the edge holds version" in out
     assert any(" PARK entry " in line and " in1 open " in line for line in out.splitlines())
+
+
+def test_the_demo_restarts_a_hub_whose_ingest_died():
+    """The demo runs its hub as deploy/ does, under a supervisor: made to die (the test
+    hook), it exits 70 and is back on the same address."""
+    import os
+    import re
+    import threading
+    import time
+
+    import httpx
+
+    die = "wuye/v1/demo-test/gw-x/status"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulators", "demo", "--duration", "40"],
+        cwd=ROOT,
+        env={**os.environ, "WUYE_HUB_TEST_DIE_TOPIC": die},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = ""
+        for line in proc.stdout:
+            banner += line
+            if "hub API" in line:
+                break
+        port = re.search(r"broker +mqtt://127\.0\.0\.1:(\d+)", banner)
+        api = re.search(r"hub API +(http://\S+)/docs", banner)
+        assert port and api, banner
+        rest: list[str] = []  # keep reading: a full pipe would stall the demo
+        reader = threading.Thread(target=lambda: rest.extend(proc.stdout or ()), daemon=True)
+        reader.start()
+        subprocess.run(["mosquitto_pub", "-p", port[1], "-t", die, "-m", "{}"], check=True)
+        log = ROOT / "var" / "demo" / "hub.log"
+        deadline, tick = time.monotonic() + 60, threading.Event()
+        while "exited 70; restart 1" not in log.read_text():  # the supervisor says so
+            assert time.monotonic() < deadline, "the hub was not restarted"
+            tick.wait(0.2)
+        while True:  # until the new hub listens on the same address
+            try:
+                health = httpx.get(f"{api[1]}/health", timeout=5)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the restarted hub does not answer"
+                tick.wait(0.2)
+        assert health.status_code == 200
+        code = proc.wait(90)
+        reader.join(10)
+        assert code == 0, (proc.stderr.read() if proc.stderr else "") + "".join(rest[-20:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
