@@ -312,6 +312,8 @@ class Applier:
         parsed: list[tuple[Topic, Any, Raw]] = []
         dead: list[tuple[Raw, str, str | None]] = []
         for raw in batch:
+            if _kind_of(raw.topic) in HUB_KINDS:
+                continue  # the hub's own (to the edges), seen through the wildcard: not news
             if len(raw.payload) > self.max_payload:
                 dead.append(
                     (
@@ -758,6 +760,15 @@ def _unreadable(raw: Raw) -> tuple[Topic, Unreadable, Raw] | None:
     if type(seq) is not int or not 1 <= seq <= MAX_SEQ or obj.get("gw") != topic.gateway:
         return None
     return topic, Unreadable(topic.gateway, seq), raw
+
+
+# what the hub publishes to the edges; ingest's wildcard subscription sees them too
+HUB_KINDS = frozenset({"cmd", "sync", "answer", "committed"})
+
+
+def _kind_of(topic: str) -> str | None:
+    parts = topic.split("/", 5)
+    return parts[4] if len(parts) > 4 and parts[0] == "wuye" and parts[1] == "v1" else None
 
 
 def _gateway_of(topic: str) -> str | None:

@@ -36,7 +36,8 @@ class GatewayPublic(BaseModel):
     bdseq: int
     messages: int
     duplicates: int
-    gaps: int
+    gaps: int  # sequence numbers missing (lost, or not yet arrived)
+    dropped: int  # sequence numbers its outbox announced it dropped (deliberate)
     bad: int
     status: dict[str, Any] | None = None  # its last status: agent metrics, device states
     status_at: datetime | None = None

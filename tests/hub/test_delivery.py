@@ -109,3 +109,14 @@ def test_a_new_stream_starts_a_new_watermark(applier, engine):
     applier.apply([birth(), data(1), data(2)])
     c = committed(applier.apply([birth(stream="b" * 32, bdseq=1)]))
     assert (c.stream, c.seq, c.max) == ("b" * 32, 0, 0)
+
+
+def test_the_hubs_own_messages_seen_through_its_wildcard_are_not_dead_letters(applier, engine):
+    out = applier.apply([birth(), data(1)])
+    mine = [Raw(topic, payload) for topic, payload in out.replies] + [
+        Raw("wuye/v1/s1/gw-1/cmd", b"{}"),
+        Raw("wuye/v1/s1/gw-1/sync", b"not even json"),
+    ]
+    again = applier.apply(mine)
+    assert (again.applied, again.dead, again.duplicates) == (0, 0, 0)
+    assert gaps(engine) == (0, 0, [])

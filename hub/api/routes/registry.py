@@ -63,6 +63,7 @@ def gateways(
             messages=g.messages,
             duplicates=g.duplicates,
             gaps=g.gaps,
+            dropped=g.dropped,
             bad=g.bad,
             status=g.status,
             status_at=g.status_at,
