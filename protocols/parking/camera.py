@@ -9,11 +9,20 @@ unknown fields are ignored: a firmware upgrade that adds one must not stop the g
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from protocols.errors import DecodeError
 from protocols.mqtt import ID_PATTERN
@@ -37,6 +46,33 @@ class PlateColor(StrEnum):
 
 Plate = Annotated[str, AfterValidator(check_plate)]
 
+_DATE_AND_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
+
+
+def _date_and_time(value: object) -> object:
+    # pydantic reads a number, or a string of digits, as Unix time in UTC: a coercion the
+    # schema refuses (and in strict mode it would refuse the string this hands on)
+    if not isinstance(value, str) or not _DATE_AND_TIME.match(value):
+        raise ValueError("not an RFC 3339 date and time")
+    return value
+
+
+def _an_instant(value: datetime) -> datetime:
+    # 9999-12-31T23:59:59-23:59 parses, but no UTC time (nor timestamp) is that instant
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("outside the times UTC can hold") from exc
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    Field(strict=False),  # only strings reach it: _date_and_time refuses anything else
+    BeforeValidator(_date_and_time),
+    AfterValidator(_an_instant),
+]
+
 
 class PlatePush(BaseModel):
     """One recognition, as the camera sends it."""
@@ -48,7 +84,7 @@ class PlatePush(BaseModel):
     plate: Plate
     plate_color: PlateColor
     confidence: Annotated[int, Field(ge=0, le=100)]
-    recognized_at: AwareDatetime
+    recognized_at: Timestamp
     direction: Direction
 
     @property

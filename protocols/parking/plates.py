@@ -16,6 +16,7 @@ still a well-formed plate: this module can refuse garbage, not tell a wrong plat
 from __future__ import annotations
 
 import re
+import string
 from enum import StrEnum
 
 PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
@@ -37,9 +38,15 @@ _PATTERNS = (
 )
 
 
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+
 def normalise_plate(text: str) -> str:
-    """The plate as stored: no spaces, no middle dot (``浙A·12345``), letters upper case."""
-    return "".join(text.split()).replace("·", "").replace("•", "").upper()
+    """The plate as stored: no spaces, no middle dot (``浙A·12345``), letters upper case.
+
+    Only ASCII letters change case: ``str.upper`` would turn a long s (``ſ``) into S and a
+    ligature (``ﬀ``) into FF, making a plate of garbage."""
+    return "".join(text.split()).replace("·", "").replace("•", "").translate(_ASCII_UPPER)
 
 
 def plate_kind(text: str) -> PlateKind:

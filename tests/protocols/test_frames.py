@@ -326,6 +326,8 @@ def test_good_plates(text: str, plate: str, kind: PlateKind) -> None:
         "浙A0O345",  # no O in a serial
         "浙A1234警警",
         "浙A12345\n浙A12345",
+        "浙Aſ1234",  # found by the fuzz: a long s upper-cased to S, and made a plate
+        "浙Aﬀ123",  # and a ligature to FF
     ],
 )
 def test_bad_plates(text: str) -> None:
@@ -381,6 +383,10 @@ def test_push_low_confidence_and_misread_are_still_pushes() -> None:
         ({"direction": "up"}, PushProblem.INVALID, "direction"),
         ({"recognized_at": "2024-05-01T08:30:00"}, PushProblem.INVALID, "timezone"),
         ({"recognized_at": 1714523400}, PushProblem.INVALID, "recognized_at"),
+        # found by the fuzz: epoch seconds as text were read as UTC, and a time UTC cannot
+        # hold was accepted
+        ({"recognized_at": "1714523400"}, PushProblem.INVALID, "not an RFC 3339"),
+        ({"recognized_at": "9999-12-31T23:59:59-23:59"}, PushProblem.INVALID, "UTC"),
         ({"camera_id": "Cam 1"}, PushProblem.INVALID, "camera_id"),
         ({"event_id": ""}, PushProblem.INVALID, "event_id"),
         (b"x" * (300 * 1024), PushProblem.TOO_LARGE, "bytes"),
