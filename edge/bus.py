@@ -16,6 +16,12 @@ from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersResponse,
+)
 
 from edge.config import RtuBus, TcpBus
 from protocols.errors import DeviceError, TransportError
@@ -36,6 +42,55 @@ class NoReply(DeviceError):
     """No valid reply within the timeout: silent, garbled, or a bad CRC."""
 
 
+def _byte_count(data: bytes) -> int:
+    """The byte count a read reply's PDU carries, or -1 if it lies about the bytes after it."""
+    return data[0] if data and data[0] == len(data) - 1 else -1
+
+
+# pymodbus reads a reply's byte count and drops it (bits: ignores it): these keep it, so
+# that a reply whose count disagrees with its bytes or with the request is refused
+class _Coils(ReadCoilsResponse):
+    byte_count = -1
+
+    def decode(self, data: bytes) -> None:
+        self.byte_count = _byte_count(data)
+        super().decode(data)
+
+
+class _DiscreteInputs(ReadDiscreteInputsResponse):
+    byte_count = -1
+
+    def decode(self, data: bytes) -> None:
+        self.byte_count = _byte_count(data)
+        super().decode(data)
+
+
+class _HoldingRegisters(ReadHoldingRegistersResponse):
+    byte_count = -1
+
+    def decode(self, data: bytes) -> None:
+        self.byte_count = _byte_count(data)
+        super().decode(data)
+
+
+class _InputRegisters(ReadInputRegistersResponse):
+    byte_count = -1
+
+    def decode(self, data: bytes) -> None:
+        self.byte_count = _byte_count(data)
+        super().decode(data)
+
+
+def _not_cancelled() -> None:
+    """Raise CancelledError if the task was asked to stop. pymodbus waits for a reply with
+    ``asyncio.wait_for``, which before Python 3.12 swallows a cancellation that lands as
+    the reply arrives: a poller on a busy bus would poll on, and an agent shutting down
+    would wait for it forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class ModbusBus:
     """A Modbus TCP connection or RTU serial line, and the lock that serialises it."""
 
@@ -45,7 +100,13 @@ class ModbusBus:
         self._lock = asyncio.Lock()
         # pymodbus' own timeout sits above every device's, so ours always fires first;
         # retries are ours too (per device), so pymodbus retries nothing.
-        common: dict[str, Any] = {"timeout": max_timeout + 1, "retries": 0, "reconnect_delay": 0}
+        common: dict[str, Any] = {
+            "timeout": max_timeout + 1,
+            "retries": 0,
+            "reconnect_delay": 0,
+            "trace_pdu": self._trace_pdu,
+        }
+        self._sent: tuple[int, int] | None = None  # function and transaction id of a request
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient
         if isinstance(cfg, TcpBus):
             self._client = AsyncModbusTcpClient(cfg.host, port=cfg.port, **common)
@@ -61,6 +122,8 @@ class ModbusBus:
             )
             # after a failure, wait out any late reply: its longest frame plus two gaps
             self._settle = 256 * cfg.char_time + 2 * cfg.frame_gap
+        for reply in (_Coils, _DiscreteInputs, _HoldingRegisters, _InputRegisters):
+            self._client.register(reply)
         self.busy_seconds = 0.0
         self.transactions = 0
         self.failures = 0
@@ -84,6 +147,7 @@ class ModbusBus:
         async with self._lock:
             started = time.perf_counter()
             self.transactions += 1
+            self._sent = None
             try:
                 await self._ensure_connected(timeout)
                 async with asyncio.timeout(timeout):
@@ -102,9 +166,28 @@ class ModbusBus:
                 raise
             finally:
                 self.busy_seconds += time.perf_counter() - started
+                _not_cancelled()
+            if not self._answers(reply):
+                await self._failed()
+                raise NoReply(f"a reply that answers another request: {reply}")
             if reply.isError():
                 raise ExceptionReply(getattr(reply, "exception_code", 0))
             return reply
+
+    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if sending:
+            self._sent = (pdu.function_code, pdu.transaction_id)
+        return pdu
+
+    def _answers(self, reply: ModbusPDU) -> bool:
+        """Whether ``reply`` answers the request just sent: its function (or that function's
+        exception), and on TCP its transaction id. pymodbus takes any function, and a
+        transaction id of 0 as an answer to every request: a late or confused reply would
+        pass for this one's, values from another table or another time."""
+        if self._sent is None:
+            return False
+        function, tid = self._sent
+        return reply.function_code & 0x7F == function and reply.transaction_id == tid
 
     async def _failed(self) -> None:
         self.failures += 1
@@ -124,9 +207,11 @@ class ModbusBus:
             lambda: fn(read.address, count=read.count, device_id=unit), timeout
         )
         values: list[int] | list[bool] = reply.bits if read.table.is_bits else reply.registers
-        # bits come padded to whole bytes; registers must match exactly, or the reply
-        # belongs to another request
-        if len(values) < read.count or (not read.table.is_bits and len(values) != read.count):
+        # bits come padded to whole bytes; the byte count must be the request's exactly, or
+        # the reply belongs to another request (11 coils come in 2 bytes, never 3)
+        size = (read.count + 7) // 8 if read.table.is_bits else 2 * read.count
+        if getattr(reply, "byte_count", -1) != size:
+            await self._failed()
             raise NoReply(f"asked for {read.count} items, got {len(values)}")
         return {read.address + i: values[i] for i in range(read.count)}
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.strategies import SearchStrategy
 
 # WUYE_FUZZ=N runs N times as many examples, random ones: a longer hunt by hand.
 SCALE = int(os.environ.get("WUYE_FUZZ", "0"))
@@ -54,35 +55,48 @@ TALLY = Tally()
 DELIMITERS = b"\x02\x03\x10"  # STX, ETX, DLE: the bytes a serial framing is made of
 
 
-@st.composite
-def mutated(draw: Any, data: bytes, specials: bytes = DELIMITERS) -> bytes:
-    """``data`` with one to three edits of the kinds line noise and broken firmware make:
-    a flipped or replaced byte, a byte lost or inserted, a slice repeated (oversize), cut
-    short, or two bytes swapped. May come back unchanged (a flip of nothing)."""
+Edit = tuple[str, int, int, int]  # what, where, how far (or which bit), which byte
+_OPS = ("flip", "set", "drop", "insert", "repeat", "cut", "swap")
+
+
+def edits(specials: bytes = DELIMITERS) -> SearchStrategy[list[Edit]]:
+    """One to three edits of the kinds line noise and broken firmware make: a flipped or
+    replaced byte, a byte lost or inserted, a slice repeated (oversize), cut short, two
+    bytes swapped. Positions are taken modulo the length, so edits can be drawn before
+    the bytes they apply to exist (a reply built for a request not yet sent)."""
+    byte = st.one_of(st.sampled_from(specials), st.integers(0, 255))
+    edit = st.tuples(st.sampled_from(_OPS), st.integers(0, 1 << 16), st.integers(0, 255), byte)
+    return st.lists(edit, min_size=1, max_size=3)
+
+
+def apply_edits(data: bytes, edits: list[Edit]) -> bytes:
     out = bytearray(data)
-    for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from(("flip", "set", "drop", "insert", "repeat", "cut", "swap")))
-        at = draw(st.integers(0, max(0, len(out) - 1)))
+    for op, where, far, byte in edits:
         if op == "insert":
-            byte = draw(st.one_of(st.sampled_from(specials), st.integers(0, 255)))
-            out.insert(draw(st.integers(0, len(out))), byte)
-        elif not out:
+            out.insert(where % (len(out) + 1), byte)
             continue
-        elif op == "flip":
-            out[at] ^= 1 << draw(st.integers(0, 7))
+        if not out:
+            continue
+        at = where % len(out)
+        if op == "flip":
+            out[at] ^= 1 << far % 8
         elif op == "set":
-            out[at] = draw(st.one_of(st.sampled_from(specials), st.integers(0, 255)))
+            out[at] = byte
         elif op == "drop":
             del out[at]
         elif op == "repeat":
-            end = draw(st.integers(at, len(out)))
-            out[at:at] = out[at:end] * draw(st.integers(1, 8))
+            out[at:at] = out[at : at + far % (len(out) - at + 1)] * (1 + byte % 8)
         elif op == "cut":
             del out[at:]
         else:
-            other = draw(st.integers(0, len(out) - 1))
+            other = far % len(out)
             out[at], out[other] = out[other], out[at]
     return bytes(out)
+
+
+def mutated(data: bytes, specials: bytes = DELIMITERS) -> SearchStrategy[bytes]:
+    """``data`` with :func:`edits` applied; may come back unchanged (a swap of equals)."""
+    return edits(specials).map(lambda e: apply_edits(data, e))
 
 
 def chunks(draw: Any, stream: bytes) -> list[bytes]:
