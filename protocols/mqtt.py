@@ -212,6 +212,9 @@ class Status(_Message):
     devices: dict[Ident, Literal["online", "offline", "unknown"]]
 
 
+MAX_GAPS = 100  # gaps a committed message lists at most
+
+
 class Committed(_Message):
     """hub -> edge: how much of the gateway's stream the hub has committed to its database.
 
@@ -224,11 +227,8 @@ class Committed(_Message):
     stream: Annotated[str, Field(min_length=1, max_length=64)]
     seq: Annotated[int, Strict(), Field(ge=0, le=MAX_SEQ)]
     max: Annotated[int, Strict(), Field(ge=0, le=MAX_SEQ)]
-    gaps: tuple[tuple[SeqNo, SeqNo], ...] = ()
+    gaps: Annotated[tuple[tuple[SeqNo, SeqNo], ...], Field(max_length=MAX_GAPS)] = ()
     ts: Millis
-
-
-MAX_GAPS = 100
 
 
 _BY_KIND: dict[Kind, type[BaseModel]] = {
