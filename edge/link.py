@@ -109,6 +109,8 @@ class MqttLink:
         self._tail_at = 0.0  # when the tail was last sent again
         self._asked: dict[tuple[int, int], float] = {}  # gaps sent again, and when
         self._resend: list[tuple[int, int]] = []  # runs to send again, oldest first
+        self._hub_heard = False  # a committed for this stream came on this connection
+        self._progress = asyncio.Event()  # a PUBACK or a committed came (drain waits on it)
         self.window = window
         self.replay = TokenBucket(replay_rate)
         self.state = LinkState.OFFLINE
@@ -131,6 +133,7 @@ class MqttLink:
 
     def _set_state(self, state: LinkState) -> None:
         self.state = state
+        self._progress.set()  # a drain waiting for acks stops waiting on a closed link
         if state is not LinkState.ONLINE:
             self.online.clear()
 
@@ -272,6 +275,7 @@ class MqttLink:
         cursor = 0
         since = self.connected_since_ms
         self._resend.clear()  # this connection sends everything not yet held anyway
+        self._hub_heard = False
         self._progress_at = time.monotonic()
         while True:
             if self._resend:
@@ -335,6 +339,7 @@ class MqttLink:
             self.acked += 1
             self._acked_top = max(self._acked_top, m.seq)
         self._slot.set()
+        self._progress.set()
 
     async def _on_committed(self, payload: bytes) -> None:
         """The hub's watermark: forget what it holds, send again what it misses."""
@@ -346,7 +351,9 @@ class MqttLink:
             return
         if c.stream != self.outbox.stream:
             return  # about a sequence this outbox no longer is (or not yet)
+        self._hub_heard = True
         self.outbox.release(c.seq)
+        self._progress.set()
         now = time.monotonic()
         if c.max > self._hub_max:
             self._hub_max, self._progress_at = c.max, now
@@ -405,15 +412,20 @@ class MqttLink:
             self._client.publish(str(Topic(self.site, self.gateway, Kind.STATUS)), payload, 0, True)
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until every committed message is acknowledged; False on timeout."""
+        """Wait until everything committed is held by the hub (or, when no hub has spoken on
+        this connection, by the broker: nothing else would ever say so); False on timeout.
+        What is not held yet stays in the outbox and is sent after the next start."""
         try:
             async with asyncio.timeout(timeout):
                 while self.state is LinkState.ONLINE:
-                    await self.outbox.flush()
-                    if self.outbox.depth == 0 and not self._inflight:
+                    self._progress.clear()  # before the check: a PUBACK after it wakes us
+                    await self.outbox.flush()  # deletes what the hub released, now
+                    if not self._inflight and (
+                        self.outbox.depth == 0
+                        or (not self._hub_heard and self._acked_top >= self.outbox.last_seq)
+                    ):
                         return True
-                    async with self.outbox.committed:
-                        await self.outbox.committed.wait()
+                    await self._progress.wait()
         except TimeoutError:
             pass
         return False

@@ -312,7 +312,7 @@ class Applier:
         parsed: list[tuple[Topic, Any, Raw]] = []
         dead: list[tuple[Raw, str, str | None]] = []
         for raw in batch:
-            if _kind_of(raw.topic) in HUB_KINDS:
+            if kind_of(raw.topic) in HUB_KINDS:
                 continue  # the hub's own (to the edges), seen through the wildcard: not news
             if len(raw.payload) > self.max_payload:
                 dead.append(
@@ -766,7 +766,7 @@ def _unreadable(raw: Raw) -> tuple[Topic, Unreadable, Raw] | None:
 HUB_KINDS = frozenset({"cmd", "sync", "answer", "committed"})
 
 
-def _kind_of(topic: str) -> str | None:
+def kind_of(topic: str) -> str | None:
     parts = topic.split("/", 5)
     return parts[4] if len(parts) > 4 and parts[0] == "wuye" and parts[1] == "v1" else None
 

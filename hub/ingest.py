@@ -31,7 +31,7 @@ from sqlmodel import col
 
 from hub import delivery
 from hub.alarms import live
-from hub.apply import Applier, DatabaseDown, Raw, TelemetrySink
+from hub.apply import HUB_KINDS, Applier, DatabaseDown, Raw, TelemetrySink, kind_of
 from hub.db import session_scope
 from hub.models import Seen, utcnow
 from hub.settings import HubSettings
@@ -118,6 +118,12 @@ class Consumer:
         log.info("ingest %s connected (group %s)", self.client_id, group)
 
     def _on_message(self, c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
+        if kind_of(msg.topic) in HUB_KINDS:
+            # the hub's own messages to the edges (its watermarks, after every batch) come
+            # back through the wildcard: nothing to apply, nothing to count
+            if msg.qos > 0:
+                c.ack(msg.mid, msg.qos)
+            return
         with self._cond:
             self._queue.append((msg.mid, msg.qos, Raw(msg.topic, bytes(msg.payload))))
             # the first message ends the idle wait (the linger starts), a full batch the linger
