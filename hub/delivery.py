@@ -140,8 +140,12 @@ def dropped(s: Session, gw: Gateway, runs: Iterable[tuple[int, int]]) -> None:
 
 def committed(s: Session, gw: Gateway, grace: timedelta, now: datetime | None = None) -> Committed:
     """What the hub holds of ``gw``'s current stream, as of this transaction."""
-    s.flush()
+    if gw.gaps == 0:  # nothing missing (the counter follows every gap): no query needed
+        ts = int((now or utcnow()).timestamp() * 1000)
+        return Committed(stream=gw.stream, seq=gw.max_seq, max=gw.max_seq, ts=ts)
+    s.flush()  # gaps of this transaction get their detected_at here: "now" comes after
     now = now or utcnow()
+    ts = int(now.timestamp() * 1000)
     first_missing = s.execute(
         select(func.min(Gap.first_seq)).where(
             col(Gap.gateway_id) == gw.id,
@@ -166,7 +170,7 @@ def committed(s: Session, gw: Gateway, grace: timedelta, now: datetime | None = 
         seq=watermark,
         max=gw.max_seq,
         gaps=tuple((a, b) for a, b in old_gaps),
-        ts=int(now.timestamp() * 1000),
+        ts=ts,
     )
 
 
