@@ -11,7 +11,10 @@ Chinese plate: '浙A1234'"}``: 400 (not JSON, a field missing, mistyped or malfo
 (a camera not in ``cameras``), 413 (too large), 404/405 (wrong path or method); it is
 counted in :attr:`CameraReceiver.stats` and logged (once a minute per camera and reason),
 and the server carries on. A camera resends an event it got no 200 for: a repeated
-(camera, event id) is answered 200 again but delivered once.
+(camera, event id) is answered 200 again but delivered once. A body cut short (the camera
+hung up before the end its Content-Length or chunking announced) is refused however much
+of it parses: nobody is left to read a 200, so delivering it would count an event the
+camera holds as unanswered.
 
 HTTP is uvicorn's (already the hub's server): a real HTTP/1.1 stack with keep-alive, on
 the running event loop. The agent owns the process's signals, so uvicorn installs none.
@@ -59,10 +62,18 @@ class ReceiverStats:
     too_large: int = 0
     unknown_camera: int = 0
     not_found: int = 0  # wrong path or method
+    cut_short: int = 0  # the camera hung up before its body ended
 
     @property
     def refused(self) -> int:
-        return self.not_json + self.invalid + self.too_large + self.unknown_camera + self.not_found
+        return (
+            self.not_json
+            + self.invalid
+            + self.too_large
+            + self.unknown_camera
+            + self.not_found
+            + self.cut_short
+        )
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -232,13 +243,16 @@ class CameraReceiver:
 
 
 async def _read_body(receive: Any) -> bytes:
-    """The request body; PushError TOO_LARGE past MAX_PUSH_BYTES (the rest is not read)."""
+    """The whole request body; PushError TOO_LARGE past MAX_PUSH_BYTES (the rest is not
+    read), _Refused cut_short if the camera hangs up before the body ends."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            # a prefix may still parse (a Content-Length too long, a chunked body without
+            # its last chunk): it is not what the camera sent, and its answer is lost
+            raise _Refused(400, "cut_short", f"body cut short after {size} bytes")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_PUSH_BYTES:

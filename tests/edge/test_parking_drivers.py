@@ -389,6 +389,46 @@ async def test_keep_alive_pushes(receiver: CameraReceiver) -> None:
     writer.close()
 
 
+def _whole_push(event_id: str) -> bytes:
+    body = {
+        "camera_id": "cam-in-1",
+        "event_id": event_id,
+        "plate": "浙A12345",
+        "plate_color": "blue",
+        "confidence": 90,
+        "recognized_at": "2024-05-01T08:00:00Z",
+        "direction": "in",
+    }
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: %d\r\n\r\n%s",  # 10 more bytes announced than sent
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n",  # no last chunk
+    ],
+    ids=["content-length", "chunked"],
+)
+async def test_a_body_cut_short_is_refused_though_it_parses(
+    receiver: CameraReceiver, framing: bytes
+) -> None:
+    """The camera hung up before its body ended, so it never reads an answer and will
+    resend: the whole JSON that came is not delivered, nor remembered as seen."""
+    body = _whole_push("cut-1")
+    size = len(body) + 10 if framing.startswith(b"Content-Length") else len(body)
+    reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
+    writer.write(b"POST /api/plates HTTP/1.1\r\nHost: x\r\n" + framing % (size, body))
+    writer.write_eof()
+    assert await reader.read() == b""  # nobody left to answer
+    writer.close()
+    resent = await PlateCamera(receiver.url, "cam-in-1").push_raw(body)
+    assert resent.status == 200 and "duplicate" not in resent.body
+    assert (await next_plate(receiver)).push.event_id == "cut-1"
+    assert len(receiver.events) == 0
+    assert (receiver.stats.cut_short, receiver.stats.accepted, receiver.stats.refused) == (1, 1, 1)
+
+
 async def test_a_taken_port_is_a_transport_error(receiver: CameraReceiver) -> None:
     with pytest.raises(TransportError):
         async with CameraReceiver("127.0.0.1", receiver.port):

@@ -17,9 +17,12 @@ SCALE = int(os.environ.get("WUYE_FUZZ", "0"))
 
 
 def fuzz(examples: int) -> settings:
-    """Settings of a fuzz test: deterministic (the same examples on every run and machine,
-    no example database: a red CI is reproduced by running the same test), ``examples``
-    of them, which bounds its time."""
+    """Settings of a fuzz test: deterministic (no example database), ``examples`` of them,
+    which bounds its time. The same selection of tests draws the same examples on every
+    run and machine, but Hypothesis also draws literals of the project's modules already
+    imported (not the tests'): a test run after others that import more (test_crash.py
+    imports simulators/) draws other examples, so a red CI is reproduced by running the
+    same selection, not the one test."""
     return settings(
         max_examples=examples * max(1, SCALE),
         derandomize=not SCALE,
