@@ -453,7 +453,9 @@ def session_quote(s: Session, lot: ParkingLot, sess: ParkingSession, at: datetim
     payments = [(o.paid_at, o.amount_fen) for o in orders if o.paid_at is not None]
     booth = s.exec(
         select(ParkingRecord).where(
-            ParkingRecord.session_id == sess.id, ParkingRecord.kind == RecordKind.BOOTH_PAYMENT
+            ParkingRecord.session_id == sess.id,
+            ParkingRecord.lot_id == sess.lot_id,  # a record another lot's edge made is not ours
+            ParkingRecord.kind == RecordKind.BOOTH_PAYMENT,
         )
     ).all()
     payments += [(b.at, b.paid_fen) for b in booth]

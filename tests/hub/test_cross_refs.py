@@ -251,3 +251,27 @@ def test_a_device_id_reaches_only_the_sending_gateways_device(applier, engine):
         assert (devices["gw-a"].online, devices["gw-b"].online) == (False, None)
         latest = {row.device for row in s.exec(select(Latest))}
         assert latest == {devices["gw-a"].id}
+
+
+def test_a_booth_record_kept_from_another_lot_never_pays_a_session(applier, engine):
+    """Records stored before ingest refused them (another lot's edge naming this session)
+    must not count as money paid for it."""
+    with session_scope(engine) as s:
+        s.add(
+            ParkingRecord(
+                lot_id="lot-a",
+                gateway_id="gw-a",
+                seq=99,
+                session_id="s-b",
+                kind="booth_payment",
+                at=datetime.fromtimestamp(T0 / 1000, UTC),
+                paid_fen=500,
+                operator="li",
+            )
+        )
+    with Session(engine) as s:
+        lot = parking.get_lot(s, "lot-b")
+        sess = s.get(ParkingSession, "s-b")
+        assert sess is not None and sess.entry_at is not None
+        quote = parking.session_quote(s, lot, sess, sess.entry_at + timedelta(hours=2))
+    assert quote.paid_fen == 700  # its own payment online, not gw-a's 500

@@ -44,7 +44,7 @@ def test_the_demo_restarts_a_hub_whose_ingest_died():
 
     die = "wuye/v1/demo-test/gw-x/status"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators", "demo", "--duration", "40"],
+        [sys.executable, "-m", "simulators", "demo", "--duration", "25"],
         cwd=ROOT,
         env={**os.environ, "WUYE_HUB_TEST_DIE_TOPIC": die},
         stdout=subprocess.PIPE,
