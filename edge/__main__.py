@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from edge import logs
+from deploy import logs
 from edge.agent import Agent
 from edge.config import load_site
 from protocols.errors import ConfigError

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
-from edge import logs
+from deploy import logs
 from hub.auth import Role, create_user
 from hub.db import make_engine, session_scope, upgrade
 from hub.runtime import make_consumer
