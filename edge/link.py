@@ -107,7 +107,7 @@ class MqttLink:
         self._hub_max = 0  # the highest seq the hub has seen, as it last said
         self._progress_at = time.monotonic()  # when the hub's highest seq last went up
         self._tail_at = 0.0  # when the tail was last sent again
-        self._asked: dict[tuple[int, int], float] = {}  # gaps sent again, and when
+        self._asked: dict[int, float] = {}  # gaps sent again (by their last seq), and when
         self._resend: list[tuple[int, int]] = []  # runs to send again, oldest first
         self._hub_heard = False  # a committed for this stream came on this connection
         self._progress = asyncio.Event()  # a PUBACK or a committed came (drain waits on it)
@@ -280,13 +280,14 @@ class MqttLink:
         while True:
             if self._resend:
                 first, last = self._resend[0]
+                page = await self.outbox.fetch(first - 1, PAGE)
                 rows = [
                     m
-                    for m in await self.outbox.fetch(first - 1, PAGE)
+                    for m in page
                     if m.seq <= last and m.seq <= cursor and not self.outbox.is_released(m.seq)
                 ]
-                if len(rows) == PAGE and rows[-1].seq < last:
-                    self._resend[0] = (rows[-1].seq + 1, last)
+                if len(page) == PAGE and page[-1].seq < last:  # the run goes on past this page
+                    self._resend[0] = (page[-1].seq + 1, last)
                 else:
                     self._resend.pop(0)
                 for m in rows:
@@ -299,11 +300,11 @@ class MqttLink:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
-            batch = [
-                m
-                for m in await self.outbox.fetch(cursor, PAGE)
-                if not self.outbox.is_released(m.seq)
-            ]
+            page = await self.outbox.fetch(cursor, PAGE)
+            batch = [m for m in page if not self.outbox.is_released(m.seq)]
+            if page and not batch:
+                cursor = page[-1].seq  # all held by the hub, their delete not yet committed
+                continue
             if not batch:
                 async with self.outbox.committed:
                     if self.outbox.last_seq <= cursor and not self._resend:
@@ -357,11 +358,11 @@ class MqttLink:
         now = time.monotonic()
         if c.max > self._hub_max:
             self._hub_max, self._progress_at = c.max, now
-        wanted = [
-            (a, b) for a, b in c.gaps if now - self._asked.get((a, b), -1e9) >= self.resend_after
-        ]
-        for run in wanted:
-            self._asked[run] = now
+        # a gap shrinks from its start as the resent messages arrive (its end stays), so an
+        # ask is remembered by the run's end: the shrunk gap is not asked for again at once
+        wanted = [(a, b) for a, b in c.gaps if now - self._asked.get(b, -1e9) >= self.resend_after]
+        for _, b in wanted:
+            self._asked[b] = now
         top = self._acked_top
         if (
             top > max(c.max, c.seq)
@@ -377,7 +378,7 @@ class MqttLink:
             wanted.append((max(c.max, c.seq) + 1, top))
             self._tail_at = now
         # forget asks about what the hub now holds
-        self._asked = {r: t for r, t in self._asked.items() if r[1] > c.seq}
+        self._asked = {b: t for b, t in self._asked.items() if b > c.seq}
         if wanted:
             self._resend.extend(sorted(wanted))
             async with self.outbox.committed:

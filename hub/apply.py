@@ -31,6 +31,7 @@ from hub.models import (
     Command,
     DeadLetter,
     Device,
+    Gap,
     Gateway,
     Latest,
     Reading,
@@ -186,7 +187,7 @@ class DatabaseDown(Exception):
 # errors of the database itself, not of what a message holds: retry, never dead-letter
 _TRANSIENT = (OperationalError, InterfaceError, DisconnectionError, SATimeoutError)
 # a batch that keeps failing with those while the database answers is split after this many
-TRANSIENT_TRIES = 10
+TRANSIENT_TRIES = 60  # a minute of retries: a lock held longer than that is no passing one
 
 
 def clean_text(text: str, limit: int = 2000) -> str:
@@ -283,6 +284,8 @@ class Applier:
             try:
                 with session_scope(self.engine) as s:
                     self._dead_letter(s, raw, reason, gateway)
+                    if gateway is not None:
+                        self._hold(s, raw)
                 break
             except Exception as again:
                 self._check_database(again)
@@ -291,6 +294,25 @@ class Applier:
         out = Outcome(dead=1)
         out.reasons["internal error"] += 1
         return out
+
+    def _hold(self, s: Session, raw: Raw) -> None:
+        """A sequenced message dead-lettered alone still holds its place in the sequence
+        (as one refused whole does): else its gap, never filled, stops the watermark and
+        the edge sends it again for ever."""
+        unreadable = _unreadable(raw)
+        if unreadable is None:
+            return
+        t, m, _ = unreadable
+        gw = s.get(Gateway, t.gateway, with_for_update=True)
+        if gw is None or gw.site_id != t.site:
+            return
+        seen = s.connection().execute(
+            self._sql.seen,
+            [{"gateway_id": gw.id, "stream": gw.stream, "seq": m.seq, "at": utcnow()}],
+        )
+        if seen.first() is not None:  # new: count it and close its place in the sequence
+            gw.messages += 1
+            self._gaps(s, gw, [m.seq])
 
     def _dead_letter(self, s: Session, raw: Raw, reason: str, gw_id: str | None) -> None:
         self.burst.bad(raw.topic, reason)
@@ -439,12 +461,14 @@ class Applier:
         if b.stream == gw.stream and b.bdseq < gw.bdseq:
             return None  # a stale retained birth
         if not gw.stream:
-            # data came before the birth: it was recorded under an unknown stream
-            s.execute(
-                update(Seen)
-                .where(col(Seen.gateway_id) == gw.id, col(Seen.stream) == "")
-                .values(stream=b.stream)
-            )
+            # data came before the birth: it, and the gaps it showed, were recorded under an
+            # unknown stream (a gap left there would not hold back the new stream's watermark)
+            for table in (Seen, Gap):
+                s.execute(
+                    update(table)
+                    .where(col(table.gateway_id) == gw.id, col(table.stream) == "")
+                    .values(stream=b.stream)
+                )
         elif b.stream != gw.stream:
             log.warning("gateway %s started a new sequence (its outbox was replaced)", gw.id)
             gw.max_seq = 0

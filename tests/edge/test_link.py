@@ -101,3 +101,19 @@ async def test_outage_backlog_arrives_historical_without_gaps(tmp_path):
     births = [m.json["bdseq"] for m in sub.of_kind("birth")]
     assert births[-1] >= 1  # a new birth, with a new bdseq, on the reconnect
     sub.close()
+
+
+async def test_a_gap_shrinking_as_its_resends_arrive_is_not_asked_for_again(tmp_path):
+    """The hub lists (3, 99), then (4, 99) once 3 arrived, then (5, 99)...: each is the same
+    gap. Queued again each time, a 2,000-message gap became ~N²/2 sends."""
+    from protocols.mqtt import Committed
+
+    async with Outbox(tmp_path / "ob.db") as ob:
+        link = MqttLink(SITE, GW, BrokerConfig(url="mqtt://127.0.0.1:1"), ob, birth, no_commands)
+        for first in (3, 4, 5):
+            c = Committed(stream=ob.stream, seq=2, max=100, gaps=((first, 99),), ts=1)
+            await link._on_committed(c.dumps())
+        assert link._resend == [(3, 99)]
+        split = Committed(stream=ob.stream, seq=2, max=100, gaps=((5, 9), (11, 99)), ts=1)
+        await link._on_committed(split.dumps())
+        assert link._resend == [(3, 99), (5, 9)]  # only the new piece a late 10 cut off

@@ -120,3 +120,30 @@ def test_the_hubs_own_messages_seen_through_its_wildcard_are_not_dead_letters(ap
     again = applier.apply(mine)
     assert (again.applied, again.dead, again.duplicates) == (0, 0, 0)
     assert gaps(engine) == (0, 0, [])
+
+
+def test_gaps_seen_before_the_birth_hold_back_the_new_streams_watermark(applier, engine):
+    """Data of a new gateway can come before its birth (another ingest process has it):
+    the gap it shows must follow it into the birth's stream, or the edge frees 3 and 4."""
+    applier.apply([data(1), data(2), data(5)])
+    c = committed(applier.apply([birth()]))
+    assert (c.seq, c.max, c.gaps) == (2, 5, ((3, 4),))
+
+
+def test_a_message_dead_lettered_alone_still_holds_its_place(applier, engine, monkeypatch):
+    real = applier._event
+
+    def bug(s, t, e):
+        if e.seq == 3:
+            raise ZeroDivisionError("a bug in the event path")
+        return real(s, t, e)
+
+    monkeypatch.setattr(applier, "_event", bug)
+    event = {"v": 1, "gw": "gw-1", "seq": 3, "ts": 1, "event": "device_online", "dev": "em-1"}
+    out = applier.apply(
+        [birth(), data(1), data(2), Raw("wuye/v1/s1/gw-1/event/em-1", orjson.dumps(event)), data(4)]
+    )
+    assert out.dead == 1
+    c = committed(applier.apply([data(5)]))
+    assert (c.seq, c.gaps) == (5, ())  # 3 is held (as its dead letter): the edge may free it
+    assert gaps(engine)[0] == 0
