@@ -10,6 +10,7 @@ import hub.alarms.models
 import hub.models
 import hub.notify.models
 import hub.parking.models
+import hub.property.models
 import hub.workorders.models  # noqa: F401
 from hub.payments import models as payment_models  # noqa: F401
 

@@ -77,6 +77,7 @@ class Role(StrEnum):
     SITE_MANAGER = "site_manager"
     ENGINEER = "engineer"
     FINANCE = "finance"
+    CASHIER = "cashier"  # takes payments as finance does
     OWNER = "owner"
     SYSTEM = "system"  # round-robin, payment notifications, timeouts, alarms
 
@@ -321,7 +322,7 @@ def _parties(actor: Actor, order: WorkOrder) -> set[Party]:
             out.add(Party.SYSTEM)
         case Role.SITE_MANAGER if here:
             out.add(Party.SITE_MANAGER)
-        case Role.FINANCE if here:
+        case Role.FINANCE | Role.CASHIER if here:
             out.add(Party.FINANCE)
         case Role.ENGINEER:
             if here:

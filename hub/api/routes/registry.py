@@ -175,7 +175,9 @@ def dead_letters(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterPublic]:
-    forbid_unless(can_see_site(user, site) and user.role != Role.FINANCE, f"site {site}")
+    forbid_unless(
+        can_see_site(user, site) and user.role not in (Role.FINANCE, Role.CASHIER), f"site {site}"
+    )
     gws = session.exec(select(Gateway.id).where(Gateway.site_id == site)).all()
     rows = session.exec(
         select(DeadLetter)
