@@ -8,6 +8,7 @@ Roles and what they may see (every endpoint checks the role *and* the site):
 | site_manager | its sites: gateways, devices, values, commands, dead letters |
 | engineer | its sites: gateways, devices, values, commands, dead letters |
 | finance | its sites: devices and values (readings), nothing that changes equipment |
+| cashier | its sites: as finance (takes payments) |
 | owner | only the devices listed on the user (its own meters): their values |
 """
 
@@ -31,10 +32,11 @@ class Role(StrEnum):
     SITE_MANAGER = "site_manager"
     ENGINEER = "engineer"
     FINANCE = "finance"
+    CASHIER = "cashier"  # takes payments; reads as finance does
     OWNER = "owner"
 
 
-STAFF = {Role.HQ_ADMIN, Role.SITE_MANAGER, Role.ENGINEER, Role.FINANCE}
+STAFF = {Role.HQ_ADMIN, Role.SITE_MANAGER, Role.ENGINEER, Role.FINANCE, Role.CASHIER}
 OPERATORS = {Role.HQ_ADMIN, Role.SITE_MANAGER, Role.ENGINEER}  # may command equipment
 
 
