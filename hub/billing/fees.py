@@ -72,6 +72,11 @@ def round_fen(x: Fraction, mode: Rounding, step: int = 1) -> int:
     return sign * whole * step
 
 
+def _plain(d: Decimal) -> str:
+    """A stored price as written: 250, 2.5, not 250.0000."""
+    return format(d.normalize(), "f") if d else "0"
+
+
 def _decimal(x: Fraction, places: int = 4) -> str:
     """An exact fraction shown to ``places`` decimals (for people: the line keeps the fraction)."""
     scaled = round(x * 10**places)
@@ -310,13 +315,13 @@ def monthly_rate(
     """The monthly rate of a periodic fee on day ``d`` (fen), and the facts it comes from."""
     if spec.kind is Kind.AREA:
         price, area = spec.price_at(d), area_at(areas, d).of(spec.area_basis)
-        shown = [(f"{spec.area_basis}_area_m2", str(area)), ("unit_fen_per_m2", str(price.unit))]
+        shown = [(f"{spec.area_basis}_area_m2", str(area)), ("unit_fen_per_m2", _plain(price.unit))]
         if price.fixed:
-            shown.append(("fixed_fen", str(price.fixed)))
+            shown.append(("fixed_fen", _plain(price.fixed)))
         return Fraction(area) * Fraction(price.unit) + Fraction(price.fixed), tuple(shown)
     if spec.kind is Kind.FIXED:
         price = spec.price_at(d)
-        facts = (("per_cycle_fen", str(price.unit)), ("cycle_months", str(spec.cycle_months)))
+        facts = (("per_cycle_fen", _plain(price.unit)), ("cycle_months", str(spec.cycle_months)))
         return Fraction(price.unit) / spec.cycle_months, facts
     if spec.kind is Kind.RENT:
         if rent is None:
@@ -325,9 +330,9 @@ def monthly_rate(
             raise NoPrice(f"the rent starts on {rent.start}, after {d}")
         steps = rent.steps_before(d)
         raised = (
-            ("rent_fen", str(rent.monthly)),
+            ("rent_fen", _plain(rent.monthly)),
             ("raises", str(steps)),
-            ("raise_pct", str(rent.step_pct)),
+            ("raise_pct", _plain(rent.step_pct)),
         )
         return rent.monthly_at(d), raised
     raise FeeError(f"a {spec.kind} fee has no monthly rate")
@@ -359,7 +364,7 @@ def once_line(spec: FeeSpec, on: date, quantity: int = 1) -> Line:
         raise FeeError(f"quantity 1 (one-off) or 1 to 1,000,000 (per use), not {quantity}")
     price = spec.price_at(on)
     exact = Fraction(price.unit) * quantity
-    facts = (("unit_fen", str(price.unit)),)
+    facts = (("unit_fen", _plain(price.unit)),)
     piece = Piece(on, on + timedelta(days=1), 1, 0, Fraction(price.unit), exact, facts)
     return Line(
         round_fen(exact, spec.rounding, spec.step),

@@ -7,6 +7,7 @@ from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import hub.alarms.models
+import hub.billing.models
 import hub.models
 import hub.notify.models
 import hub.parking.models
