@@ -16,6 +16,7 @@ import uvicorn
 
 from deploy import logs
 from hub.auth import Role, create_user
+from hub.billing import cli as billing_cli
 from hub.db import make_engine, session_scope, upgrade
 from hub.runtime import make_consumer
 from hub.settings import load_settings
@@ -27,6 +28,7 @@ users_app = typer.Typer(no_args_is_help=True, help="API users")
 app.add_typer(users_app, name="users")
 gateways_app = typer.Typer(no_args_is_help=True, help="gateway credentials")
 app.add_typer(gateways_app, name="gateways")
+app.add_typer(billing_cli.app, name="billing")
 log = logging.getLogger("hub")
 # exit status when the ingest thread died: the supervisor (systemd, deploy/supervise.py, the
 # demo) restarts the process; 70 is EX_SOFTWARE, an internal error
