@@ -86,6 +86,11 @@ class HubSettings(BaseSettings):
     notify_timeout_s: float = Field(10.0, gt=0)  # no answer within this is a failure
     notify_give_up_s: int = Field(86400, ge=60)  # undelivered this long after it was made
     notify_poll_s: float = Field(1.0, gt=0)  # the sender looks for due notifications
+    # property registry: of an ID number only its last 4 and HMAC-SHA256(key, number) are
+    # kept, so the same person is recognised in a later import; every hub process of one
+    # database needs the same key (a lost key only loses that recognition)
+    person_id_key: str | None = None  # else person_key_file
+    person_key_file: Path = Path("var/person-id-key")
 
     @model_validator(mode="after")
     def _secret(self) -> HubSettings:
@@ -110,6 +115,10 @@ class HubSettings(BaseSettings):
         if self.pay_sandbox_secret:
             return self.pay_sandbox_secret
         return read_or_create_secret(self.pay_secret_file)
+
+    def person_key(self) -> bytes:
+        """The key of the ID numbers' keyed hash; if not given, generated once in its file."""
+        return (self.person_id_key or read_or_create_secret(self.person_key_file)).encode()
 
     def notify_secret(self) -> str:
         """The webhook signing secret; if not given, generated once in its file."""
