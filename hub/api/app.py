@@ -20,6 +20,7 @@ from hub.dispatch import Dispatcher
 from hub.notify import Sender
 from hub.notify import routes as notify_routes
 from hub.parking import service as parking_service
+from hub.property import routes as property_routes
 from hub.runtime import make_consumer
 from hub.settings import HubSettings
 from hub.workorders import from_alarms
@@ -80,6 +81,7 @@ def create_app(
         alarms,
         workorders,
         notify_routes,
+        property_routes,
         health,
     )
     for r in (m.router for m in routers):

@@ -70,10 +70,10 @@ def test_a_good_file_of_rooms_and_owners_lands_whole(sites):
             ["1-1-0302", "张三", "13812345678", ID1.lower(), "owner", "2024/02/01", "", "no"],
         ],
     )
-    with Session(sites) as s:
+    with Session(sites, expire_on_commit=False) as s:
         result = service.import_book(s, "s1", data, "mgr1", KEY, rooms=True)
     assert result == service.ImportResult(rooms=3, occupancies=3, people=2)  # 张三 once
-    with Session(sites) as s:
+    with Session(sites, expire_on_commit=False) as s:
         rooms = {p.code: p for p in s.exec(select(Premises))}
         r = rooms["1-1-0301"]
         assert (r.floor, r.number, r.use, r.state) == (3, "0301", "residence", "occupied")
@@ -107,12 +107,12 @@ def test_a_good_file_of_rooms_and_owners_lands_whole(sites):
     again = workbook(
         业主=[OWNER_HEAD, ["P-B1-017", "Zhang San", "", ID1, "owner", "2024-05-01", "", ""]]
     )
-    with Session(sites) as s:
+    with Session(sites, expire_on_commit=False) as s:
         assert service.import_book(s, "s1", again, "mgr1", KEY, rooms=False).people == 0
 
 
 def test_every_bad_cell_of_both_sheets_is_named_and_nothing_is_imported(sites):
-    with Session(sites) as s:
+    with Session(sites, expire_on_commit=False) as s:
         service.create_rooms(s, "s1", [room("9-1-0001")], "mgr1")
     data = workbook(
         房屋=[
@@ -133,7 +133,7 @@ def test_every_bad_cell_of_both_sheets_is_named_and_nothing_is_imported(sites):
             ["1-1-0301", "孙八", "", ID2, "owner", "2024-06-01", "", ""],
         ],
     )
-    with Session(sites) as s, pytest.raises(ImportFailed) as info:
+    with Session(sites, expire_on_commit=False) as s, pytest.raises(ImportFailed) as info:
         service.import_book(s, "s1", data, "mgr1", KEY, rooms=True)
     got = [(e.sheet, e.row, e.column, e.header) for e in info.value.errors]
     assert got == [
@@ -164,7 +164,7 @@ def test_every_bad_cell_of_both_sheets_is_named_and_nothing_is_imported(sites):
 
 
 def test_an_owner_overlapping_one_already_recorded(sites):
-    with Session(sites) as s:
+    with Session(sites, expire_on_commit=False) as s:
         service.create_rooms(s, "s1", [room("9-1-0001"), room("9-1-0002")], "mgr1")
         pid = s.exec(select(Premises.id).where(Premises.code == "9-1-0001")).one()
         service.move_in(
@@ -185,7 +185,7 @@ def test_an_owner_overlapping_one_already_recorded(sites):
             ["9-1-0001", "赵六", "", "", "owner", "2023-06-30", "", ""],  # one day too early
         ]
     )
-    with Session(sites) as s, pytest.raises(ImportFailed) as info:
+    with Session(sites, expire_on_commit=False) as s, pytest.raises(ImportFailed) as info:
         service.import_book(s, "s1", data, "mgr1", KEY, rooms=False)
     (e,) = info.value.errors
     assert (e.sheet, e.row, e.column, e.header) == ("owners", 4, "F", "move-in date")
@@ -194,13 +194,13 @@ def test_an_owner_overlapping_one_already_recorded(sites):
     fixed = workbook(
         owners=[OWNER_HEAD, ["9-1-0001", "赵六", "", "", "owner", "2023-07-01", "", ""]]
     )
-    with Session(sites) as s:
+    with Session(sites, expire_on_commit=False) as s:
         assert service.import_book(s, "s1", fixed, "mgr1", KEY, rooms=False).occupancies == 1
 
 
 def test_missing_columns_and_files_that_are_no_workbook(sites, monkeypatch):
     data = workbook(rooms=[["房屋编号", "用途", "备注"], ["1-1", "住宅", "x"]])
-    with Session(sites) as s, pytest.raises(ImportFailed) as info:
+    with Session(sites, expire_on_commit=False) as s, pytest.raises(ImportFailed) as info:
         service.import_book(s, "s1", data, "mgr1", KEY, rooms=True)
     assert [(e.row, e.column, e.header) for e in info.value.errors] == [
         (1, "", "建筑面积"),
@@ -211,22 +211,31 @@ def test_missing_columns_and_files_that_are_no_workbook(sites, monkeypatch):
     with zipfile.ZipFile(zipped, "w") as z:
         z.writestr("hello.txt", "not a workbook")
     for bad in (b"name,area\n1-1,80\n", zipped.getvalue(), b""):
-        with Session(sites) as s, pytest.raises(ImportRefused, match="not an xlsx workbook"):
+        with (
+            Session(sites, expire_on_commit=False) as s,
+            pytest.raises(ImportRefused, match="not an xlsx workbook"),
+        ):
             service.import_book(s, "s1", bad, "mgr1", KEY, rooms=True)
-    with Session(sites) as s, pytest.raises(xlsx.FileTooLarge, match="over"):
+    with (
+        Session(sites, expire_on_commit=False) as s,
+        pytest.raises(xlsx.FileTooLarge, match="over"),
+    ):
         service.import_book(s, "s1", data, "mgr1", KEY, rooms=True, max_bytes=1000)
     monkeypatch.setattr(xlsx, "MAX_ROWS", 3)
     many = workbook(
         rooms=[ROOM_HEAD]
         + [["1", "1", 1, f"{i}", f"1-1-{i}", "住宅", "", 80, 70] for i in range(4)]
     )
-    with Session(sites) as s, pytest.raises(ImportRefused, match="more than 3 rows"):
+    with (
+        Session(sites, expire_on_commit=False) as s,
+        pytest.raises(ImportRefused, match="more than 3 rows"),
+    ):
         service.import_book(s, "s1", many, "mgr1", KEY, rooms=True)
     assert count(sites, Premises) == 0
 
 
 def test_the_export_reads_back_with_personal_data_masked(sites):
-    with Session(sites) as s:
+    with Session(sites, expire_on_commit=False) as s:
         service.create_rooms(s, "s1", [room("9-1-0001", "120.50", "98.30")], "mgr1")
         pid = s.exec(select(Premises.id)).one()
         service.move_in(
@@ -250,7 +259,7 @@ def test_the_export_reads_back_with_personal_data_masked(sites):
     assert not any("13812345678" in c or ID1[:8] in c for c in cells)
     # the export is importable as a template (another site's is empty)
     assert len(list(load_workbook(io.BytesIO(other))["房屋"].iter_rows())) == 1
-    with Session(sites) as s:
+    with Session(sites, expire_on_commit=False) as s:
         assert (
             s.exec(
                 select(func.count()).select_from(Premises).where(col(Premises.site_id) == "s2")
