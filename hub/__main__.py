@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 import uvicorn
+from sqlmodel import Session
 
 from deploy import logs
 from hub.auth import Role, create_user
@@ -28,6 +29,8 @@ users_app = typer.Typer(no_args_is_help=True, help="API users")
 app.add_typer(users_app, name="users")
 gateways_app = typer.Typer(no_args_is_help=True, help="gateway credentials")
 app.add_typer(gateways_app, name="gateways")
+property_app = typer.Typer(no_args_is_help=True, help="property registry: rooms and owners")
+app.add_typer(property_app, name="property")
 app.add_typer(billing_cli.app, name="billing")
 log = logging.getLogger("hub")
 # exit status when the ingest thread died: the supervisor (systemd, deploy/supervise.py, the
@@ -196,6 +199,101 @@ def gateways_provision(
         typer.echo(
             f"gateway {gateway} of {site} provisioned; its password (shown once): {password}"
         )
+
+
+def _areas(text: str) -> Any:
+    from hub.property.generator import Areas, area
+
+    built, sep, interior = text.partition("/")
+    if not sep:
+        raise typer.BadParameter(f"an area is BUILT/INTERIOR in m² (120.50/98.30), not {text!r}")
+    return Areas(area(built, "built area"), area(interior, "interior area"))
+
+
+@property_app.command("generate")
+def property_generate(
+    site: Annotated[str, typer.Option(help="the site the rooms are in")],
+    floors: Annotated[int, typer.Option(help="floors of each unit")],
+    rooms: Annotated[int, typer.Option(help="rooms per floor")],
+    area: Annotated[
+        list[str],
+        typer.Option(help="BUILT/INTERIOR m²: once for every room, or once per position"),
+    ],
+    buildings: Annotated[int, typer.Option(help="buildings, numbered 1..n")] = 1,
+    units: Annotated[int, typer.Option(help="units in each building, numbered 1..n")] = 1,
+    first_floor: int = 1,
+    number: Annotated[str, typer.Option(help="room number pattern")] = "{floor:02d}{room:02d}",
+    code: Annotated[str, typer.Option(help="code pattern")] = "{building}-{unit}-{number}",
+    use: Annotated[str, typer.Option(help="residence, shop, office, parking")] = "residence",
+    by: Annotated[str, typer.Option(help="recorded as who registered them")] = "cli",
+    dry_run: Annotated[bool, typer.Option(help="show what would be created")] = False,
+) -> None:
+    """Register the rooms of new buildings: buildings × units × floors × rooms per floor."""
+    from hub.property import generator, service
+    from hub.property.models import Use
+
+    try:
+        plan = generator.RoomPlan(
+            buildings=generator.numbered(buildings),
+            units=generator.numbered(units, "units"),
+            floors=floors,
+            rooms_per_floor=rooms,
+            areas=tuple(_areas(a) for a in area),
+            use=Use(use),
+            first_floor=first_floor,
+            number=number,
+            code=code,
+        )
+        rows = generator.plan_rooms(plan)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"{len(rows)} rooms: {rows[0].code} ... {rows[-1].code}")
+    if dry_run:
+        return
+    settings = load_settings()
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine, expire_on_commit=False) as s:
+            service.create_rooms(s, site, rows, by)
+    except service.PropertyError as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"registered at {site}")
+
+
+@property_app.command("import")
+def property_import(
+    file: Annotated[Path, typer.Argument(help="an xlsx of rooms (房屋), maybe with owners (业主)")],
+    site: Annotated[str, typer.Option(help="the site the rooms are in")],
+    owners_only: Annotated[
+        bool, typer.Option(help="the file holds owners of registered rooms only")
+    ] = False,
+    by: Annotated[str, typer.Option(help="recorded as who imported them")] = "cli",
+) -> None:
+    """Import rooms (and owners) from an xlsx, all or nothing; every bad cell is listed."""
+    from hub.property import service
+
+    settings = load_settings()
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine, expire_on_commit=False) as s:
+            result = service.import_book(
+                s, site, file.read_bytes(), by, settings.person_key(), rooms=not owners_only
+            )
+    except service.ImportFailed as exc:
+        for e in exc.errors:
+            typer.echo(f"{e.sheet}!{e.column}{e.row} {e.header}: {e.message}", err=True)
+        typer.echo(f"{len(exc.errors)} bad cells; nothing imported", err=True)
+        raise typer.Exit(1) from exc
+    except (service.PropertyError, service.ImportRefused) as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"imported {result.rooms} rooms, {result.occupancies} occupancies "
+        f"({result.people} new people) at {site}"
+    )
 
 
 if __name__ == "__main__":
