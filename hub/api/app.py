@@ -16,6 +16,8 @@ from sqlalchemy import Engine
 from hub.alarms import live
 from hub.api.routes import alarms, auth, commands, health, parking, payments, registry, workorders
 from hub.api.storable import RefuseUnstorableText
+from hub.billing import payments as billing_payments
+from hub.billing import routes as billing_routes
 from hub.dispatch import Dispatcher
 from hub.notify import Sender
 from hub.notify import routes as notify_routes
@@ -48,6 +50,7 @@ def create_app(
         app.state.alarm_broadcaster = live.Broadcaster(settings, f"hub-live-{tag}")
         app.state.alarm_broadcaster.start(asyncio.get_running_loop())
         unregister = parking_service.register_payments()
+        unregister_fees = billing_payments.register_payments()
         uninstall_hooks = from_alarms.install(settings)  # alarms -> work orders, notifications
         app.state.notify_sender = Sender.from_settings(settings, engine)
         app.state.notify_sender.start()
@@ -68,6 +71,7 @@ def create_app(
             app.state.alarm_publisher.close()
             app.state.notify_sender.stop()
             uninstall_hooks()
+            unregister_fees()
             unregister()
 
     app = FastAPI(title="wuye hub", version="0.1.0", lifespan=lifespan)
@@ -82,6 +86,7 @@ def create_app(
         workorders,
         notify_routes,
         property_routes,
+        billing_routes,
         health,
     )
     for r in (m.router for m in routers):

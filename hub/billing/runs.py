@@ -76,6 +76,15 @@ def run_bills(
 ) -> BillRun:
     """Bill ``site`` through ``month``; the run record as it ended. Resumes an unfinished
     run of the same month. Raises MonthClosed, NotFound (no such site) or BillingError."""
+    run_id = open_run(engine, site, month, actor, now=now)
+    return continue_run(engine, run_id, batch=batch, progress=progress, now=now)
+
+
+def open_run(
+    engine: Engine, site: str, month: Month, actor: str, *, now: datetime | None = None
+) -> int:
+    """The run record of ``site`` and ``month`` to bill with: an unfinished one (killed,
+    failed) resumes, else a new one; committed. Raises MonthClosed or NotFound."""
     now = now or utcnow()
     with session_scope(engine) as s:
         if s.get(Site, site) is None:
@@ -87,6 +96,33 @@ def run_bills(
             .where(BillRun.site_id == site, BillRun.month == str(month), BillRun.status != "done")
             .order_by(col(BillRun.id).desc())
         ).first()
+        total = s.exec(
+            select(func.count(func.distinct(FeeBinding.premises_id))).where(
+                FeeBinding.site_id == site
+            )
+        ).one()
+        if run is None:
+            run = BillRun(site_id=site, month=str(month), started_by=actor, started_at=now)
+            s.add(run)
+        run.status, run.premises_done, run.premises_total = "running", 0, total
+        s.flush()
+        assert run.id is not None
+        return run.id
+
+
+def continue_run(
+    engine: Engine,
+    run_id: int,
+    *,
+    batch: int = BATCH,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> BillRun:
+    """Bill what run ``run_id`` has not billed yet, a batch of premises a transaction."""
+    now = now or utcnow()
+    run = get_run(engine, run_id)
+    site, month = run.site_id, Month.parse(run.month)
+    with Session(engine) as s:
         premises = list(
             s.exec(
                 select(FeeBinding.premises_id)
@@ -95,35 +131,19 @@ def run_bills(
                 .order_by(col(FeeBinding.premises_id))
             ).all()
         )
-        if run is None:
-            run = BillRun(site_id=site, month=str(month), started_by=actor, started_at=now)
-            s.add(run)
-        run.status, run.premises_done, run.premises_total = "running", 0, len(premises)
-        s.flush()
-        run_id = run.id
-        assert run_id is not None
-    items = _items(engine, site)
-    for chunk in _chunks(premises, batch):
+    try:
+        items = _items(engine, site)
+        for chunk in _chunks(premises, batch):
+            _one_batch(engine, site, month, run_id, chunk, items, run.started_by, now)
+            if progress is not None:
+                progress(get_run(engine, run_id))
+    except BaseException as exc:
         with session_scope(engine) as s:
-            if is_closed(s, site, month):  # closed while we ran: stop before booking into it
-                raise MonthClosed(f"{month} was closed at {site} during the run")
-            done = _bill_batch(s, site, month, run_id, chunk, items, actor, now)
-            s.execute(
-                update(BillRun)
-                .where(col(BillRun.id) == run_id)
-                .values(
-                    premises_done=BillRun.premises_done + len(chunk),
-                    lines=BillRun.lines + done.lines,
-                    total_fen=BillRun.total_fen + done.total_fen,
-                    deducted_fen=BillRun.deducted_fen + done.deducted_fen,
-                )
-            )
-            if done.problems:
-                r = s.get(BillRun, run_id)
-                assert r is not None
-                r.problems = [*r.problems, *done.problems][:1000]
-        if progress is not None:
-            progress(get_run(engine, run_id))
+            r = s.get(BillRun, run_id)
+            assert r is not None
+            r.status = "failed"
+            r.problems = [*r.problems, {"error": f"{type(exc).__name__}: {exc}"[:500]}]
+        raise
     with session_scope(engine) as s:
         r = s.get(BillRun, run_id)
         assert r is not None
@@ -139,6 +159,36 @@ def run_bills(
         len(run.problems),
     )
     return run
+
+
+def _one_batch(
+    engine: Engine,
+    site: str,
+    month: Month,
+    run_id: int,
+    chunk: Sequence[int],
+    items: dict[int, _Item],
+    actor: str,
+    now: datetime,
+) -> None:
+    with session_scope(engine) as s:
+        if is_closed(s, site, month):  # closed while we ran: stop before booking into it
+            raise MonthClosed(f"{month} was closed at {site} during the run")
+        done = _bill_batch(s, site, month, run_id, chunk, items, actor, now)
+        s.execute(
+            update(BillRun)
+            .where(col(BillRun.id) == run_id)
+            .values(
+                premises_done=BillRun.premises_done + len(chunk),
+                lines=BillRun.lines + done.lines,
+                total_fen=BillRun.total_fen + done.total_fen,
+                deducted_fen=BillRun.deducted_fen + done.deducted_fen,
+            )
+        )
+        if done.problems:
+            r = s.get(BillRun, run_id)
+            assert r is not None
+            r.problems = [*r.problems, *done.problems][:1000]
 
 
 def get_run(engine: Engine, run_id: int) -> BillRun:

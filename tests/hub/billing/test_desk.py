@@ -147,9 +147,8 @@ def test_a_void_makes_the_bills_owed_again_by_new_entries(engine, billed):
     room = billed[0]
     before = sum(b.open_fen for b in open_bills(engine, room))
     p = desk(engine, room, 10000, "v1", to_prepaid="")
-    with pytest.raises(BillingError, match="reason"):
-        with Session(engine) as s:
-            void_payment(s, SITE, p.id, "finance-wang", "  ")
+    with pytest.raises(BillingError, match="reason"), Session(engine) as s:
+        void_payment(s, SITE, p.id, "finance-wang", "  ")
     with Session(engine) as s:
         void_payment(s, SITE, p.id, "finance-wang", "typed 100 instead of 10")
     with Session(engine) as s:
