@@ -257,9 +257,16 @@ _running: dict[int, threading.Thread] = {}
 
 
 @router.post("/sites/{site}/bill-runs", status_code=status.HTTP_202_ACCEPTED)
-def start_run(site: str, body: RunIn, request: Request, user: StaffUser) -> RunPublic:
+def start_run(
+    site: str,
+    body: RunIn,
+    request: Request,
+    user: StaffUser,
+    wait: Annotated[bool, Query(description="answer once the run has ended")] = False,
+) -> RunPublic:
     """Start (or resume) the bill run of a month; it goes on in the background: follow it
-    at ``GET /bill-runs/{id}``. 409 for a closed month."""
+    at ``GET /bill-runs/{id}``, or ask with ``wait=true`` to be answered when it has ended.
+    409 for a closed month."""
     _may(user, site, RUN, "bill runs")
     engine: Engine = request.app.state.engine
     try:
@@ -273,6 +280,8 @@ def start_run(site: str, body: RunIn, request: Request, user: StaffUser) -> RunP
         )
         _running[run_id] = thread
         thread.start()
+    if wait:
+        thread.join()
     return RunPublic.model_validate(runs.get_run(engine, run_id), from_attributes=True)
 
 
