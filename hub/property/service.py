@@ -14,7 +14,7 @@ adjusts them from what :func:`change_area` returns.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -433,6 +433,18 @@ class AreaChange:
     history: tuple[PremisesArea, ...]
 
 
+AreaHook = Callable[[Session, AreaChange], None]
+_area_hooks: list[AreaHook] = []
+
+
+def on_area_change(hook: AreaHook) -> Callable[[], None]:
+    """Call ``hook(session, change)`` inside the transaction that records an area change
+    (fee billing adjusts the bills it touches there): if it raises, nothing is recorded.
+    Returns the function that removes it."""
+    _area_hooks.append(hook)
+    return lambda: _area_hooks.remove(hook)
+
+
 def change_area(
     s: Session,
     premises_id: int,
@@ -468,7 +480,11 @@ def change_area(
         history = sorted([*history, new], key=lambda a: a.effective_from)
         p.built_area, p.interior_area = history[-1].built_area, history[-1].interior_area
         s.add(p)
-    return AreaChange(premises_id, new, tuple(history))
+        s.flush()
+        change = AreaChange(premises_id, new, tuple(history))
+        for hook in list(_area_hooks):
+            hook(s, change)
+    return change
 
 
 def area_history(s: Session, premises_id: int) -> list[PremisesArea]:

@@ -25,6 +25,7 @@ from hub.billing.fees import (
     periodic_line,
     round_fen,
 )
+from hub.billing.latefees import Terms, accrue
 from hub.billing.periods import Period, Schedule, Timing, cycle_periods, days_in_month
 from tests.support.fuzz import fuzz
 
@@ -294,3 +295,55 @@ def test_a_period_cut_in_two_costs_what_it_costs_whole_before_rounding(case, cut
     a = periodic_line(spec, Period(period.start, at), history, rent)
     b = periodic_line(spec, Period(at, period.end), history, rent)
     assert a.exact + b.exact == whole.exact
+
+
+# -- late fees -------------------------------------------------------------------------------
+def test_a_late_fee_is_a_daily_share_of_what_is_owed_after_the_grace_days():
+    # 0.05 % a day after 15 days of grace, of 671.25 元 due 16 Jan, half paid on 10 Mar
+    t = Terms(Fraction(5, 10000), 15, None)
+    moves = [(date(2026, 1, 1), 67125), (date(2026, 3, 10), -33562)]
+    a = accrue(t, date(2026, 1, 16), 67125, moves, date(2026, 3, 31))
+    assert a.start == date(2026, 2, 1)
+    # 1 Feb .. 10 Mar: 38 days of 67125 (the payment on the 10th counts from the 11th),
+    # 11 .. 31 Mar: 21 days of 33563
+    assert a.exact == Fraction(5, 10000) * (38 * 67125 + 21 * 33563)
+    assert a.fen == 1628  # 16.28 元
+    capped = accrue(
+        Terms(Fraction(5, 10000), 15, Fraction(1, 100)),
+        date(2026, 1, 16),
+        67125,
+        moves,
+        date(2026, 3, 31),
+    )
+    assert capped.fen == 671  # at most 1 % of the bill
+    paid_in_grace = [(date(2026, 1, 1), 67125), (date(2026, 1, 30), -67125)]
+    assert accrue(t, date(2026, 1, 16), 67125, paid_in_grace, date(2026, 12, 31)).fen == 0
+    # a bill issued late accrues from its own booking, not from a due date before it existed
+    late = accrue(t, date(2026, 1, 16), 67125, [(date(2026, 7, 20), 67125)], date(2026, 8, 10))
+    assert late.start == date(2026, 8, 5) and late.days == 6
+
+
+@fuzz(200)
+@given(
+    st.lists(
+        st.tuples(st.dates(date(2026, 1, 1), date(2026, 12, 31)), st.integers(-50000, 50000)),
+        max_size=8,
+    ),
+    st.dates(date(2026, 1, 1), date(2026, 12, 31)),
+    st.integers(0, 40),
+    st.dates(date(2026, 1, 1), date(2027, 6, 30)),
+    st.sampled_from([None, Fraction(1, 10), Fraction(1)]),
+)
+def test_late_fees_agree_with_counting_day_by_day(moves, due, grace, through, cap):
+    moves = [(date(2026, 1, 1), 100000), *moves]
+    t = Terms(Fraction(3, 10000), grace, cap)
+    got = accrue(t, due, 100000, moves, through)
+    total = Fraction(0)
+    d = max(due, date(2026, 1, 1)) + timedelta(days=grace + 1)
+    while d <= through:
+        owed = sum(f for on, f in moves if on < d)
+        total += t.rate_per_day * max(owed, 0)
+        d += timedelta(days=1)
+    if cap is not None:
+        total = min(total, cap * 100000)
+    assert got.exact == total and got.fen == round_fen(total, Rounding.HALF_UP)
