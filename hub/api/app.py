@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from hub.alarms import live
 from hub.api.routes import alarms, auth, commands, health, parking, payments, registry, workorders
 from hub.api.storable import RefuseUnstorableText
+from hub.billing import adjust as billing_adjust
 from hub.billing import payments as billing_payments
 from hub.billing import routes as billing_routes
 from hub.dispatch import Dispatcher
@@ -51,6 +52,7 @@ def create_app(
         app.state.alarm_broadcaster.start(asyncio.get_running_loop())
         unregister = parking_service.register_payments()
         unregister_fees = billing_payments.register_payments()
+        uninstall_adjustments = billing_adjust.install_area_adjustments()
         uninstall_hooks = from_alarms.install(settings)  # alarms -> work orders, notifications
         app.state.notify_sender = Sender.from_settings(settings, engine)
         app.state.notify_sender.start()
@@ -72,6 +74,7 @@ def create_app(
             app.state.notify_sender.stop()
             uninstall_hooks()
             unregister_fees()
+            uninstall_adjustments()
             unregister()
 
     app = FastAPI(title="wuye hub", version="0.1.0", lifespan=lifespan)

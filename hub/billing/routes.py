@@ -30,10 +30,10 @@ from sqlmodel import Session, col, select
 from hub.api.deps import CurrentUser, SessionDep, StaffUser, forbid_unless, not_found, row_id
 from hub.api.routes.payments import ChannelsDep
 from hub.auth import Role, can_see_site
-from hub.billing import fees, items, ledger, payments, runs
+from hub.billing import adjust, fees, items, ledger, payments, runs
 from hub.billing.allocation import Policy
 from hub.billing.errors import BillingError, Conflict, MonthClosed, NotFound
-from hub.billing.models import BillRun, Category, ClosedMonth, FeeItem, Method, Payment
+from hub.billing.models import Bill, BillRun, Category, ClosedMonth, FeeItem, Method, Payment
 from hub.billing.periods import Month, Timing
 from hub.billing.receipts import receipt_pdf
 from hub.models import User
@@ -556,3 +556,44 @@ def pay_online(
     except ChannelError as exc:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from exc
     return OrderOut(order_id=order.id, amount_fen=order.amount_fen, status=order.status, pay=info)
+
+
+# -- adjustments -------------------------------------------------------------------------------
+APPROVE = {Role.HQ_ADMIN, Role.SITE_MANAGER}
+
+
+class WaiveIn(BaseModel):
+    amount_fen: Annotated[int, Field(ge=1, le=payments.MAX_PAYMENT_FEN)]
+    reason: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+@router.post("/bills/{bill_id}/waive", status_code=status.HTTP_201_CREATED)
+def waive_bill(bill_id: int, body: WaiveIn, user: StaffUser, session: SessionDep) -> BillPublic:
+    """A manager's waiver (减免) of part or all of what is open of a bill, with the reason."""
+    row_id(bill_id, "bill")
+    bill = session.get(Bill, bill_id)
+    if bill is None or not can_see_site(user, bill.site_id):
+        raise not_found(f"bill {bill_id}")
+    _may(user, bill.site_id, APPROVE, "waivers (site managers approve them)")
+    try:
+        adjust.waive(session, bill.site_id, bill_id, body.amount_fen, body.reason, user.username)
+    except BillingError as exc:
+        raise _refuse(exc) from exc
+    session.refresh(bill)
+    return BillPublic.model_validate(bill, from_attributes=True)
+
+
+class LateFeesIn(BaseModel):
+    through: date
+    premises_id: Annotated[int | None, Field(ge=1)] = None
+
+
+@router.post("/sites/{site}/late-fees")
+def late_fees(site: str, body: LateFeesIn, request: Request, user: StaffUser) -> dict[str, int]:
+    """Bill the late fees (滞纳金) accrued through a date (all premises, or one, e.g. at the
+    desk before taking a payment); again for the same date adds nothing."""
+    _may(user, site, RUN | TAKE, "late fees")
+    lines, fen = adjust.accrue_late_fees(
+        request.app.state.engine, site, body.through, user.username, premises_id=body.premises_id
+    )
+    return {"lines": lines, "amount_fen": fen}

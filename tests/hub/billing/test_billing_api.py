@@ -174,3 +174,29 @@ def test_bad_input_is_refused_whole(api, billed):
     assert r.status_code == 409 and "closed" in r.json()["detail"]
     r = api.post("/api/v1/sites/s1/bill-runs", json={"month": "2026-13"}, headers=fin)
     assert r.status_code == 422
+
+
+def test_a_manager_waives_and_a_cashier_may_not(api, billed):
+    rooms, _ = billed
+    room = rooms["1-1-0101"]
+    cash, mgr = login(api, "cash1"), login(api, "mgr1")
+    bill = api.get(f"/api/v1/premises/{room}/statement", headers=cash).json()["bills"][0]
+    body = {"amount_fen": 5000, "reason": "空置房减免"}
+    r = api.post(f"/api/v1/bills/{bill['id']}/waive", json=body, headers=cash)
+    assert r.status_code == 403 and "site managers approve" in r.json()["detail"]
+    r = api.post(f"/api/v1/bills/{bill['id']}/waive", json={"amount_fen": 5000}, headers=mgr)
+    assert r.status_code == 422  # no reason
+    r = api.post(f"/api/v1/bills/{bill['id']}/waive", json=body, headers=mgr)
+    assert r.status_code == 201 and r.json()["open_fen"] == 75000 - 5000
+    st = api.get(f"/api/v1/premises/{room}/statement", headers=cash).json()
+    assert st["waived_fen"] == 5000 and st["outstanding_fen"] == 3 * 75000 - 5000
+    r = api.post(
+        f"/api/v1/bills/{bill['id']}/waive", json=body | {"amount_fen": 10**6}, headers=mgr
+    )
+    assert r.status_code == 409
+    assert (
+        api.post(
+            f"/api/v1/bills/{bill['id']}/waive", json=body, headers=login(api, "mgr2")
+        ).status_code
+        == 404
+    )
