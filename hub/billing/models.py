@@ -308,3 +308,27 @@ class LedgerEntry(SQLModel, table=True):
     actor: str = Field(max_length=64)  # who
     reason: str = Field(default="", max_length=200)  # why
     approver: str | None = Field(default=None, max_length=64)
+
+
+class Refund(SQLModel, table=True):
+    """A refund (退款) asked for against one payment, and the decision on it: a credit note on
+    the bill it paid (or money back from the prepaid part of the payment), approved by a
+    manager other than the one who asked."""
+
+    __table_args__ = (
+        Index("ix_refund_payment", "payment_id"),
+        Index("ix_refund_site_status", "site_id", "status"),
+        CheckConstraint("amount_fen > 0", name="ck_refund_amount"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(_ID, primary_key=True))
+    site_id: str = Field(max_length=64)
+    payment_id: int = Field(sa_column=Column(_ID, ForeignKey("payment.id"), nullable=False))
+    bill_id: int | None = Field(default=None, sa_column=Column(_ID, nullable=True))
+    amount_fen: int = _fen()
+    reason: str = Field(max_length=200)
+    status: str = Field(default="requested", max_length=16)  # requested | approved | rejected
+    requested_by: str = Field(max_length=64)
+    requested_at: datetime = ts_field(nullable=False, default=utcnow)
+    decided_by: str | None = Field(default=None, max_length=64)
+    decided_at: datetime | None = ts_field(nullable=True)
+    decision_note: str = Field(default="", max_length=200)
