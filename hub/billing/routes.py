@@ -30,10 +30,19 @@ from sqlmodel import Session, col, select
 from hub.api.deps import CurrentUser, SessionDep, StaffUser, forbid_unless, not_found, row_id
 from hub.api.routes.payments import ChannelsDep
 from hub.auth import Role, can_see_site
-from hub.billing import adjust, fees, items, ledger, payments, runs
+from hub.billing import adjust, fees, items, ledger, payments, refunds, runs
 from hub.billing.allocation import Policy
 from hub.billing.errors import BillingError, Conflict, MonthClosed, NotFound
-from hub.billing.models import Bill, BillRun, Category, ClosedMonth, FeeItem, Method, Payment
+from hub.billing.models import (
+    Bill,
+    BillRun,
+    Category,
+    ClosedMonth,
+    FeeItem,
+    Method,
+    Payment,
+    Refund,
+)
 from hub.billing.periods import Month, Timing
 from hub.billing.receipts import receipt_pdf
 from hub.models import User
@@ -597,3 +606,88 @@ def late_fees(site: str, body: LateFeesIn, request: Request, user: StaffUser) ->
         request.app.state.engine, site, body.through, user.username, premises_id=body.premises_id
     )
     return {"lines": lines, "amount_fen": fen}
+
+
+# -- refunds ------------------------------------------------------------------------------------
+class RefundIn(BaseModel):
+    amount_fen: Annotated[int, Field(ge=1, le=payments.MAX_PAYMENT_FEN)]
+    reason: Annotated[str, Field(min_length=1, max_length=200)]
+    bill_id: Annotated[int | None, Field(ge=1)] = None  # None: from the payment's prepaid part
+
+
+class DecisionIn(BaseModel):
+    note: Annotated[str, Field(max_length=200)] = ""
+
+
+class RefundPublic(BaseModel):
+    id: int
+    site_id: str
+    payment_id: int
+    bill_id: int | None
+    amount_fen: int
+    reason: str
+    status: str
+    requested_by: str
+    requested_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_note: str
+
+
+@router.post("/payments/{payment_id}/refunds", status_code=status.HTTP_201_CREATED)
+def ask_refund(
+    payment_id: int, body: RefundIn, user: StaffUser, session: SessionDep
+) -> RefundPublic:
+    """Ask for a refund (退款) of part of a payment; it waits for a manager's approval."""
+    p = _payment(session, user, payment_id)
+    _may(user, p.site_id, TAKE | APPROVE, "asking for refunds")
+    try:
+        r = refunds.request_refund(
+            session,
+            p.site_id,
+            payment_id,
+            body.amount_fen,
+            body.reason,
+            user.username,
+            bill_id=body.bill_id,
+        )
+    except BillingError as exc:
+        raise _refuse(exc) from exc
+    return RefundPublic.model_validate(r, from_attributes=True)
+
+
+@router.post("/refunds/{refund_id}/{decision}")
+def decide(
+    refund_id: int, decision: str, body: DecisionIn, user: StaffUser, session: SessionDep
+) -> RefundPublic:
+    """``approve`` (books the credit note and the refund) or ``reject``; by a site manager or
+    HQ who did not ask for it."""
+    if decision not in ("approve", "reject"):
+        raise not_found(f"decision {decision}")
+    row_id(refund_id, "refund")
+    r = session.get(Refund, refund_id)
+    if r is None or not can_see_site(user, r.site_id):
+        raise not_found(f"refund {refund_id}")
+    _may(user, r.site_id, APPROVE, "deciding refunds (site managers approve them)")
+    try:
+        done = refunds.decide_refund(
+            session, r.site_id, refund_id, decision == "approve", user.username, body.note
+        )
+    except BillingError as exc:
+        raise _refuse(exc) from exc
+    return RefundPublic.model_validate(done, from_attributes=True)
+
+
+@router.get("/sites/{site}/refunds")
+def list_refunds(
+    site: str,
+    user: StaffUser,
+    session: SessionDep,
+    state: Annotated[str | None, Query(pattern="^(requested|approved|rejected)$")] = None,
+) -> list[RefundPublic]:
+    _may(user, site, READ, "refunds")
+    q = select(Refund).where(Refund.site_id == site)
+    if state is not None:
+        q = q.where(Refund.status == state)
+    rows = session.exec(q.order_by(col(Refund.id).desc()).limit(500)).all()
+    return [RefundPublic.model_validate(r, from_attributes=True) for r in rows]

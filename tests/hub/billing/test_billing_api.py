@@ -200,3 +200,32 @@ def test_a_manager_waives_and_a_cashier_may_not(api, billed):
         ).status_code
         == 404
     )
+
+
+def test_a_refund_is_asked_by_finance_and_approved_by_a_manager(api, billed):
+    rooms, _ = billed
+    room = rooms["1-1-0102"]
+    cash, fin, mgr = login(api, "cash1"), login(api, "fin1"), login(api, "mgr1")
+    pay = api.post(
+        "/api/v1/sites/s1/payments",
+        headers={**cash, "Idempotency-Key": "refund-pay-1"},
+        json={"premises_id": room, "method": "transfer", "amount_fen": 75000},
+    ).json()
+    bill = api.get(f"/api/v1/premises/{room}/statement", headers=cash).json()["bills"][0]
+    ask = {"amount_fen": 80000, "reason": "重复缴费", "bill_id": bill["id"]}
+    r = api.post(f"/api/v1/payments/{pay['id']}/refunds", json=ask, headers=fin)
+    assert r.status_code == 409 and "at most 750.00" in r.json()["detail"]
+    r = api.post(
+        f"/api/v1/payments/{pay['id']}/refunds", json=ask | {"amount_fen": 75000}, headers=fin
+    )
+    assert r.status_code == 201 and r.json()["status"] == "requested"
+    refund = r.json()["id"]
+    assert api.post(f"/api/v1/refunds/{refund}/approve", json={}, headers=fin).status_code == 403
+    r = api.post(f"/api/v1/refunds/{refund}/approve", json={"note": "核实无误"}, headers=mgr)
+    assert r.status_code == 200 and r.json()["decided_by"] == "mgr1"
+    assert api.post(f"/api/v1/refunds/{refund}/approve", json={}, headers=mgr).status_code == 409
+    assert [x["status"] for x in api.get("/api/v1/sites/s1/refunds", headers=fin).json()] == [
+        "approved"
+    ]
+    st = api.get(f"/api/v1/premises/{room}/statement", headers=cash).json()
+    assert (st["billed_fen"], st["paid_fen"]) == (3 * 75000 - 75000, 0)
