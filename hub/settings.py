@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deploy.secrets import read_or_create_secret
@@ -25,6 +25,26 @@ DEFAULT_SKILLS = {
     "lift": "lift",
     "em-1p": "electrical",
     "em-3p": "electrical",
+}
+
+
+# billing vouchers (记账凭证) for finance software: role -> account code
+# (WUYE_HUB_BILLING_ACCOUNTS, JSON; keys left out keep these; see docs/BILLING.md "Reports")
+DEFAULT_ACCOUNTS = {
+    "cash": "1001",  # 库存现金
+    "pos": "1002",  # 银行存款
+    "transfer": "1002",
+    "online": "1002",
+    "money": "1001",  # money in or out that no payment names the method of
+    "receivable": "1122",  # 应收账款
+    "prepaid": "2203",  # 预收账款
+    "revenue.property": "6001",  # 主营业务收入
+    "revenue.parking": "6001",
+    "revenue.rent": "6051",  # 其他业务收入
+    "revenue.utilities": "2241",  # 其他应付款: collected at cost, passed on
+    "revenue.deposit": "2241",  # deposits are owed back
+    "revenue.other": "6051",
+    "waiver": "",  # '' = against the revenue account of the bill's category; or e.g. 5601
 }
 
 
@@ -91,6 +111,20 @@ class HubSettings(BaseSettings):
     # database needs the same key (a lost key only loses that recognition)
     person_id_key: str | None = None  # else person_key_file
     person_key_file: Path = Path("var/person-id-key")
+    billing_accounts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ACCOUNTS))
+
+    @field_validator("billing_accounts")
+    @classmethod
+    def _accounts(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(DEFAULT_ACCOUNTS))
+        if unknown:
+            raise ValueError(f"unknown account roles {unknown}; known: {sorted(DEFAULT_ACCOUNTS)}")
+        merged = {**DEFAULT_ACCOUNTS, **{k: c.strip() for k, c in v.items()}}
+        empty = sorted(k for k, c in merged.items() if not c and k != "waiver")
+        if empty:
+            raise ValueError(f"account roles without a code: {empty}")
+        return merged
+
 
     @model_validator(mode="after")
     def _secret(self) -> HubSettings:

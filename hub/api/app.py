@@ -18,6 +18,7 @@ from hub.api.routes import alarms, auth, commands, health, parking, payments, re
 from hub.api.storable import RefuseUnstorableText
 from hub.billing import adjust as billing_adjust
 from hub.billing import payments as billing_payments
+from hub.billing import report_routes as billing_reports
 from hub.billing import routes as billing_routes
 from hub.dispatch import Dispatcher
 from hub.notify import Sender
@@ -90,6 +91,7 @@ def create_app(
         notify_routes,
         property_routes,
         billing_routes,
+        billing_reports,
         health,
     )
     for r in (m.router for m in routers):
