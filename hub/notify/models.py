@@ -23,6 +23,8 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"  # not yet answered 2xx: sent (again) when due
     DELIVERED = "delivered"  # the channel answered 2xx: final, never sent again
     EXPIRED = "expired"  # given up after NOTIFY_GIVE_UP_S: final
+    SKIPPED = "skipped"  # not sent: no longer due (a reminder whose bills were paid): final
+    FAILED = "failed"  # the provider refused this recipient (a bad number): final
 
 
 class Subscription(SQLModel, table=True):
@@ -78,3 +80,4 @@ class Notification(SQLModel, table=True):
     last_status: int | None = None  # the last HTTP status (None: no answer)
     last_error: str = ""
     delivered_at: datetime | None = ts_field(nullable=True)
+    cost_fen: int | None = None  # what the provider charged for it (SMS); None: nothing

@@ -130,6 +130,7 @@ class Person(SQLModel, table=True):
     id_last4: str = Field(default="", max_length=4)
     id_hash: str = Field(default="", max_length=64, index=True)
     username: str | None = Field(default=None, max_length=64, index=True)  # an owner account
+    wechat_openid: str | None = Field(default=None, max_length=64)  # for reminders (WeChat)
     created_at: datetime = ts_field(nullable=False, default=utcnow)
 
 
