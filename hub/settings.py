@@ -111,6 +111,26 @@ class HubSettings(BaseSettings):
     # database needs the same key (a lost key only loses that recognition)
     person_id_key: str | None = None  # else person_key_file
     person_key_file: Path = Path("var/person-id-key")
+    # reminders (催费): SMS and WeChat template messages, each off until its URL is set;
+    # secrets given, or generated once into their files (the local peers read the same)
+    sms_url: str | None = None  # the SMS platform's base URL
+    sms_key_id: str = "wuye-hub"  # access key id
+    sms_secret: str | None = None  # access key secret; else sms_secret_file
+    sms_secret_file: Path = Path("var/sms-access-secret")
+    sms_sign_name: str = "物业服务中心"  # the approved signature (签名) in 【】
+    sms_templates: dict[str, str] = Field(
+        default_factory=lambda: {"arrears": "SMS_ARREARS", "warning": "SMS_WARNING"}
+    )
+    sms_price_fen: int = Field(10, ge=0)  # what one billed segment costs
+    wechat_url: str | None = None  # the official-account API (https://api.weixin.qq.com)
+    wechat_appid: str = ""
+    wechat_secret: str | None = None  # AppSecret; else wechat_secret_file
+    wechat_secret_file: Path = Path("var/wechat-app-secret")
+    wechat_templates: dict[str, str] = Field(
+        default_factory=lambda: {"arrears": "TPL_ARREARS", "warning": "TPL_WARNING"}
+    )
+    reminder_batch: int = Field(100, ge=1, le=1000)  # messages per provider call
+    reminder_warning_days: int = Field(7, ge=0, le=90)  # warn of bills due this soon
     billing_accounts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ACCOUNTS))
 
     @field_validator("billing_accounts")
@@ -124,7 +144,6 @@ class HubSettings(BaseSettings):
         if empty:
             raise ValueError(f"account roles without a code: {empty}")
         return merged
-
 
     @model_validator(mode="after")
     def _secret(self) -> HubSettings:
@@ -159,6 +178,14 @@ class HubSettings(BaseSettings):
         if self.notify_webhook_secret:
             return self.notify_webhook_secret
         return read_or_create_secret(self.notify_secret_file)
+
+    def sms_access_secret(self) -> str:
+        """The SMS access key secret; if not given, generated once in its file."""
+        return self.sms_secret or read_or_create_secret(self.sms_secret_file)
+
+    def wechat_app_secret(self) -> str:
+        """The WeChat AppSecret; if not given, generated once in its file."""
+        return self.wechat_secret or read_or_create_secret(self.wechat_secret_file)
 
 
 def load_settings(**overrides: object) -> HubSettings:
