@@ -18,8 +18,10 @@ from hub.api.routes import alarms, auth, commands, health, parking, payments, re
 from hub.api.storable import RefuseUnstorableText
 from hub.billing import adjust as billing_adjust
 from hub.billing import payments as billing_payments
+from hub.billing import reminder_routes as billing_reminders
 from hub.billing import report_routes as billing_reports
 from hub.billing import routes as billing_routes
+from hub.billing.reminders import ReminderSender
 from hub.dispatch import Dispatcher
 from hub.notify import Sender
 from hub.notify import routes as notify_routes
@@ -57,6 +59,8 @@ def create_app(
         uninstall_hooks = from_alarms.install(settings)  # alarms -> work orders, notifications
         app.state.notify_sender = Sender.from_settings(settings, engine)
         app.state.notify_sender.start()
+        app.state.reminder_sender = ReminderSender.from_settings(settings, engine)
+        app.state.reminder_sender.start()  # a thread only if SMS or WeChat is configured
         app.state.consumer = None
         if settings.embedded_ingest:
             app.state.consumer = make_consumer(settings, engine)
@@ -73,6 +77,7 @@ def create_app(
             app.state.alarm_broadcaster.stop()
             app.state.alarm_publisher.close()
             app.state.notify_sender.stop()
+            app.state.reminder_sender.stop()
             uninstall_hooks()
             unregister_fees()
             uninstall_adjustments()
@@ -91,6 +96,7 @@ def create_app(
         notify_routes,
         property_routes,
         billing_routes,
+        billing_reminders,
         billing_reports,
         health,
     )
