@@ -430,3 +430,16 @@ def test_who_reads_which_report(api, served):
     assert r.status_code == 422
     r = api.get(f"{base}/vouchers?start=2026-05-01&end=2026-01-01", headers=login(api, "fin1"))
     assert r.status_code == 422
+
+
+def test_the_chart_of_accounts_is_checked_when_settings_load():
+    from pydantic import ValidationError
+
+    from hub.settings import load_settings
+
+    chart = load_settings(billing_accounts={"cash": "100101"}).billing_accounts
+    assert chart["cash"] == "100101" and chart["receivable"] == "1122"  # the rest default
+    with pytest.raises(ValidationError, match="unknown account roles"):
+        load_settings(billing_accounts={"cassh": "1001"})
+    with pytest.raises(ValidationError, match="without a code"):
+        load_settings(billing_accounts={"prepaid": " "})
