@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 import pytest
 from openpyxl import load_workbook
 from pypdf import PdfReader
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from hub.billing.arrears import arrears, arrears_xlsx, due_soon, notices_pdf
 from hub.billing.models import Method
@@ -234,3 +234,21 @@ def test_reminder_runs_are_for_managers_and_finance(api, site_owing):
     assert r.status_code == 200, r.text
     assert (r.json()["payers"], r.json()["unreachable"], r.json()["sent"]) == (0, 1, 0)
     assert api.get("/api/v1/sites/s1/reminders", headers=login(api, "cash1")).json() == []
+
+
+def test_managers_record_a_wechat_openid(api, site_owing):
+    with Session(api.app.state.engine) as s:
+        person = s.exec(select(Person).where(Person.phone == "13800000001")).one().id
+    url = f"/api/v1/persons/{person}/wechat-openid"
+    body = {"openid": "oWX-abcdef"}
+    assert api.put(url, json=body, headers=login(api, "fin1")).status_code == 403
+    assert api.put(url, json=body, headers=login(api, "mgr2")).status_code == 404
+    assert api.put(url, json={"openid": "x;drop"}, headers=login(api, "mgr1")).status_code == 422
+    r = api.put(url, json=body, headers=login(api, "mgr1"))
+    assert r.status_code == 200 and r.json() == {
+        "person_id": person,
+        "name": "张一",
+        "phone": "138****0001",
+        "wechat": True,
+    }
+    assert api.put(url, json={"openid": None}, headers=login(api, "mgr1")).json()["wechat"] is False
