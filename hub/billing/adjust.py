@@ -114,7 +114,7 @@ def adjust_for_area(
     bill issued today); one that costs less gets a credit note for it, and what of that was
     paid already goes to the prepaid balance. Bills are never edited; once-only per (bill,
     area change)."""
-    now = now or utcnow()
+    now = now or change.new.recorded_at  # booked when the change was recorded
     actor = actor or change.new.recorded_by
     today = local_date(now)
     areas = [
@@ -122,11 +122,13 @@ def adjust_for_area(
         for a in change.history
     ]
     bills = s.exec(
-        select(Bill).where(
+        select(Bill)
+        .where(
             Bill.premises_id == change.premises_id,
             Bill.kind == BillKind.CHARGE,
             col(Bill.period_end) > change.new.effective_from,
         )
+        .order_by(col(Bill.id))
     ).all()
     items = {
         i.id: i
@@ -262,94 +264,125 @@ def accrue_late_fees(
         )
         if premises_id is not None:
             q = q.where(Bill.premises_id == premises_id)
-        ids = list(s.exec(q.order_by(col(Bill.id))).all())
+        ids = [i for i in s.exec(q.order_by(col(Bill.id))).all() if i is not None]
     lines = fen = 0
     for i in range(0, len(ids), batch):
         with session_scope(engine) as s:
-            for bill_id in ids[i : i + batch]:
-                bill = s.get(Bill, bill_id)
-                assert bill is not None
-                item = items[bill.item_id]
-                got = _late_fee(s, bill, item, through, now, actor)
-                if got:
-                    lines, fen = lines + 1, fen + got
+            n, f = _late_fees(s, ids[i : i + batch], items, through, now, actor)
+            lines, fen = lines + n, fen + f
     log.info("late fees of %s through %s: %d lines, %d fen", site, through, lines, fen)
     return lines, fen
 
 
-def _late_fee(
-    s: Session, bill: Bill, item: FeeItem, through: date, now: datetime, actor: str
-) -> int:
-    terms = latefees.Terms(
-        Fraction(item.late_fee_per_day),
-        item.late_fee_grace_days,
-        None if item.late_fee_cap is None else Fraction(item.late_fee_cap),
-    )
-    moves = [
-        (on, fen)
-        for on, fen in s.exec(
-            select(col(LedgerEntry.booked_on), col(LedgerEntry.amount_fen)).where(
-                LedgerEntry.bill_id == bill.id,
-                LedgerEntry.account == Account.DUE,
-                col(LedgerEntry.booked_on) <= through,
-            )
+def _late_fees(
+    s: Session,
+    ids: list[int],
+    items: dict[int | None, FeeItem],
+    through: date,
+    now: datetime,
+    actor: str,
+) -> tuple[int, int]:
+    """The late fees of a batch of bills: three reads, one insert of lines, one of entries."""
+    bills = list(s.exec(select(Bill).where(col(Bill.id).in_(ids)).order_by(col(Bill.id))))
+    moves: dict[int, list[tuple[date, int]]] = {i: [] for i in ids}
+    for bill_id, on, fen in s.exec(
+        select(
+            col(LedgerEntry.bill_id), col(LedgerEntry.booked_on), col(LedgerEntry.amount_fen)
+        ).where(
+            col(LedgerEntry.bill_id).in_(ids),
+            LedgerEntry.account == Account.DUE,
+            col(LedgerEntry.booked_on) <= through,
         )
-    ]
-    accrued = latefees.accrue(terms, bill.due_on, bill.amount_fen, moves, through)
-    before = int(
+    ):
+        moves[bill_id or 0].append((on, fen))
+    before = dict(
         s.exec(
-            select(func.coalesce(func.sum(Bill.amount_fen), 0)).where(
-                Bill.parent_id == bill.id, Bill.kind == BillKind.LATE_FEE
-            )
-        ).one()
+            select(col(Bill.parent_id), func.sum(Bill.amount_fen))
+            .where(col(Bill.parent_id).in_(ids), Bill.kind == BillKind.LATE_FEE)
+            .group_by(col(Bill.parent_id))
+        ).all()
     )
-    more = accrued.fen - before
-    if more <= 0:
-        return 0
-    basis = {
-        "late_fee_of": bill.id,
-        "from": accrued.start.isoformat(),
-        "through": through.isoformat(),
-        "rate_per_day": str(item.late_fee_per_day),
-        "grace_days": item.late_fee_grace_days,
-        "cap": None if item.late_fee_cap is None else str(item.late_fee_cap),
-        "days": accrued.days,
-        "exact_fen": str(round(accrued.exact, 4)),
-        "accrued_fen": accrued.fen,
-        "billed_before_fen": before,
-        "amount_fen": more,
-    }
     today = local_date(now)
-    got = s.execute(
-        _insert(s, Bill)
-        .values(
-            site_id=bill.site_id,
-            key=f"l/{bill.id}/{through.isoformat()}",
-            premises_id=bill.premises_id,
-            item_id=bill.item_id,
-            category=bill.category,
-            kind=BillKind.LATE_FEE.value,
-            parent_id=bill.id,
-            period_start=accrued.start,
-            period_end=through + timedelta(days=1),
-            month=str(Month.of(today)),
-            issued_on=today,
-            due_on=today,
-            amount_fen=more,
-            open_fen=more,
-            payer_id=bill.payer_id,
-            basis=basis,
-            created_by=actor,
-            created_at=now,
+    rows = []
+    for bill in bills:
+        item = items[bill.item_id]
+        terms = latefees.Terms(
+            Fraction(item.late_fee_per_day),
+            item.late_fee_grace_days,
+            None if item.late_fee_cap is None else Fraction(item.late_fee_cap),
         )
+        assert bill.id is not None
+        accrued = latefees.accrue(terms, bill.due_on, bill.amount_fen, moves[bill.id], through)
+        had = int(before.get(bill.id, 0))
+        more = accrued.fen - had
+        if more <= 0:
+            continue
+        basis = {
+            "late_fee_of": bill.id,
+            "from": accrued.start.isoformat(),
+            "through": through.isoformat(),
+            "rate_per_day": str(item.late_fee_per_day),
+            "grace_days": item.late_fee_grace_days,
+            "cap": None if item.late_fee_cap is None else str(item.late_fee_cap),
+            "days": accrued.days,
+            "exact_fen": str(round(accrued.exact, 4)),
+            "accrued_fen": accrued.fen,
+            "billed_before_fen": had,
+            "amount_fen": more,
+        }
+        rows.append(
+            {
+                "site_id": bill.site_id,
+                "key": f"l/{bill.id}/{through.isoformat()}",
+                "premises_id": bill.premises_id,
+                "item_id": bill.item_id,
+                "category": bill.category,
+                "kind": BillKind.LATE_FEE.value,
+                "parent_id": bill.id,
+                "period_start": accrued.start,
+                "period_end": through + timedelta(days=1),
+                "month": str(Month.of(today)),
+                "issued_on": today,
+                "due_on": today,
+                "amount_fen": more,
+                "open_fen": more,
+                "payer_id": bill.payer_id,
+                "basis": basis,
+                "run_id": None,
+                "created_by": actor,
+                "created_at": now,
+            }
+        )
+    if not rows:
+        return 0, 0
+    inserted = s.execute(
+        _insert(s, Bill)
         .on_conflict_do_nothing(index_elements=["site_id", "key"])
-        .returning(col(Bill.id))
-    ).first()
-    if got is None:
-        return 0
-    fee = s.get(Bill, got[0])
-    assert fee is not None
-    s.add(
-        _entry(fee, Entry.BILL, more, now, actor, f"late fee of bill {bill.id} through {through}")
-    )
-    return more
+        .returning(col(Bill.id), col(Bill.key)),
+        rows,
+    ).all()
+    by_key = {r["key"]: r for r in rows}
+    entries = []
+    for bill_id, key in inserted:
+        r = by_key[key]
+        entries.append(
+            {
+                "site_id": r["site_id"],
+                "premises_id": r["premises_id"],
+                "account": Account.DUE.value,
+                "category": r["category"],
+                "kind": Entry.BILL.value,
+                "amount_fen": r["amount_fen"],
+                "bill_id": bill_id,
+                "item_id": r["item_id"],
+                "payment_id": None,
+                "booked_at": now,
+                "booked_on": today,
+                "actor": actor,
+                "reason": f"late fee of bill {r['parent_id']} through {through}",
+                "approver": None,
+            }
+        )
+    if entries:
+        s.execute(_insert(s, LedgerEntry), entries)
+    return len(entries), sum(e["amount_fen"] for e in entries)

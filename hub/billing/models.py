@@ -252,6 +252,7 @@ class Payment(SQLModel, table=True):
     paid_at: datetime = ts_field(nullable=False)
     paid_on: date = Field(sa_column=Column(Date, nullable=False))  # Shanghai date
     idempotency_key: str | None = Field(default=None, max_length=128)
+    request_hash: str = Field(default="", max_length=64)  # what the key was first used for
     order_id: str | None = Field(default=None, max_length=32)  # payment_order, online
     reference: str = Field(default="", max_length=64)  # POS slip, bank transfer number
     note: str = Field(default="", max_length=200)

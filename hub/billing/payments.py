@@ -118,17 +118,17 @@ def pay_at_desk(
         raise BillingError("a desk payment needs an idempotency key (1 to 128 characters)")
     now = now or utcnow()
     digest = _digest(p)
-    key = f"desk:{p.idempotency_key}:{digest[:16]}"
-    earlier = _by_key(s, site, p.idempotency_key)
+    key = f"desk:{p.idempotency_key}"
+    earlier = _by_key(s, site, key)
     if earlier is not None:
-        return _same(earlier, key)
+        return _same(earlier, digest)
     s.rollback()
     try:
         receipt = next_receipt(s, site, local_date(now).year)
-        earlier = _by_key(s, site, p.idempotency_key)  # committed while we waited in line
+        earlier = _by_key(s, site, key)  # committed while we waited in line
         if earlier is not None:
             s.rollback()  # the receipt number goes back
-            return _same(earlier, key)
+            return _same(earlier, digest)
         premises = s.get(Premises, p.premises_id)
         if premises is None or premises.site_id != site:
             raise NotFound(f"no premises {p.premises_id}")
@@ -151,6 +151,7 @@ def pay_at_desk(
             paid_at=now,
             paid_on=local_date(now),
             idempotency_key=key,
+            request_hash=digest,
             reference=p.reference,
             note=p.note,
             to_prepaid_fen=plan.rest_fen,
@@ -161,9 +162,9 @@ def pay_at_desk(
         s.commit()
     except IntegrityError as exc:
         s.rollback()
-        earlier = _by_key(s, site, p.idempotency_key)
+        earlier = _by_key(s, site, key)
         if earlier is not None:  # the same key, committed by a concurrent request
-            return _same(earlier, key)
+            return _same(earlier, digest)
         raise Conflict(f"payment not taken: {exc.orig}") from exc
     except BaseException:
         s.rollback()
@@ -174,14 +175,12 @@ def pay_at_desk(
 
 def _by_key(s: Session, site: str, key: str) -> Payment | None:
     return s.exec(
-        select(Payment).where(
-            Payment.site_id == site, col(Payment.idempotency_key).startswith(f"desk:{key}:")
-        )
+        select(Payment).where(Payment.site_id == site, Payment.idempotency_key == key)
     ).first()
 
 
-def _same(earlier: Payment, key: str) -> Payment:
-    if earlier.idempotency_key != key:
+def _same(earlier: Payment, digest: str) -> Payment:
+    if earlier.request_hash != digest:
         raise Conflict(f"idempotency key used for another payment (receipt {earlier.receipt_no})")
     return earlier
 
@@ -220,52 +219,57 @@ def _book(
     transaction; Conflict if a bill no longer has what it is paid."""
     today = local_date(now)
     why = f"receipt {payment.receipt_no}"
-    entries = []
+    of = {
+        b.id: b
+        for b in s.exec(select(Bill).where(col(Bill.id).in_([bill_id for bill_id, _ in parts])))
+    }
+    entries: list[dict[str, object]] = []
+    common = {
+        "site_id": payment.site_id,
+        "premises_id": payment.premises_id,
+        "payment_id": payment.id,
+        "booked_at": now,
+        "booked_on": today,
+        "actor": actor,
+        "reason": why,
+        "approver": None,
+    }
     for bill_id, fen in parts:
         moved = s.exec(
             update(Bill)
             .where(col(Bill.id) == bill_id, col(Bill.open_fen) >= fen)
             .values(open_fen=Bill.open_fen - fen)
+            .execution_options(synchronize_session=False)
         ).rowcount
         if moved != 1:
             raise Conflict(f"bill {bill_id} was paid meanwhile: nothing was taken")
-        bill = s.get(Bill, bill_id)
-        assert bill is not None
+        bill = of[bill_id]
         entries.append(
-            LedgerEntry(
-                site_id=payment.site_id,
-                premises_id=payment.premises_id,
-                account=Account.DUE.value,
-                category=bill.category,
-                kind=Entry.PAID.value,
-                amount_fen=-fen,
-                bill_id=bill_id,
-                item_id=bill.item_id,
-                payment_id=payment.id,
-                booked_at=now,
-                booked_on=today,
-                actor=actor,
-                reason=why,
-            )
+            common
+            | {
+                "account": Account.DUE.value,
+                "category": bill.category,
+                "kind": Entry.PAID.value,
+                "amount_fen": -fen,
+                "bill_id": bill_id,
+                "item_id": bill.item_id,
+            }
         )
     if rest:
         credit(s, payment.site_id, payment.premises_id, category, rest)
         entries.append(
-            LedgerEntry(
-                site_id=payment.site_id,
-                premises_id=payment.premises_id,
-                account=Account.PREPAID.value,
-                category=category,
-                kind=Entry.DEPOSIT.value,
-                amount_fen=rest,
-                payment_id=payment.id,
-                booked_at=now,
-                booked_on=today,
-                actor=actor,
-                reason=why,
-            )
+            common
+            | {
+                "account": Account.PREPAID.value,
+                "category": category,
+                "kind": Entry.DEPOSIT.value,
+                "amount_fen": rest,
+                "bill_id": None,
+                "item_id": None,
+            }
         )
-    s.add_all(entries)
+    if entries:
+        s.execute(_insert(s, LedgerEntry), entries)
 
 
 def credit(s: Session, site: str, premises: int, category: str, fen: int) -> None:

@@ -261,10 +261,12 @@ def _bill_batch(
     actor: str,
     now: datetime,
 ) -> _Done:
+    # in a fixed order (premises, item, period): bills of one due date are paid, and
+    # deducted from prepaid balances, in the order they were issued
     bindings = s.exec(
-        select(FeeBinding).where(
-            col(FeeBinding.premises_id).in_(chunk), col(FeeBinding.item_id).in_(list(items))
-        )
+        select(FeeBinding)
+        .where(col(FeeBinding.premises_id).in_(chunk), col(FeeBinding.item_id).in_(list(items)))
+        .order_by(col(FeeBinding.premises_id), col(FeeBinding.item_id))
     ).all()
     premises = {p.id: p for p in s.exec(select(Premises).where(col(Premises.id).in_(chunk))).all()}
     history: dict[int, list[fees.Area]] = {}

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -453,6 +453,7 @@ def change_area(
     interior: Decimal,
     reason: str,
     by: str,
+    now: datetime | None = None,
 ) -> AreaChange:
     """A new area from ``effective_from`` (a future date is allowed), and commit; the
     premises' area columns then hold the newest record. Invalid for an area ≤ 0, interior
@@ -475,6 +476,7 @@ def change_area(
             interior_area=areas.interior,
             reason=reason,
             recorded_by=by,
+            recorded_at=now or datetime.now(UTC),
         )
         s.add(new)
         history = sorted([*history, new], key=lambda a: a.effective_from)
