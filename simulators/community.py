@@ -412,6 +412,9 @@ def run_demo(duration: float | None = None, workdir: Path = ROOT / "var" / "demo
                     )
                 )
                 _ready(agent, "the edge agent")
+                from simulators import fees_scene
+
+                fees = fees_scene.play(api, sandbox, workdir, database)
                 n_devices = sum(len(e["devices"]) for e in ready["endpoints"])
                 line = next(e["path"] for e in ready["endpoints"] if e["transport"] == "rtu")
                 fault = f"WUYE_SIM_CONTROL=127.0.0.1:{control} .venv/bin/python -m simulators fault"
@@ -429,6 +432,7 @@ wuye demo: a simulated community on this machine
               e.g. curl -s {api}/api/v1/sites/sunny-garden/devices -H "Authorization: Bearer $(
                 curl -s {api}/api/v1/auth/token -d username={user} -d password={password} \\
                 | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+{chr(10).join(fees)}
   logs        {workdir}/agent.log, hub.log, simulator.log, parking.log (each car's story)
   try         {fault} em-103 silent
               (and later '... fault em-103 clear'); Ctrl-C ends the demo.

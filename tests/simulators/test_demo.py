@@ -1,5 +1,6 @@
 """`make demo` runs `python -m simulators demo`: a whole community, end to end."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,11 @@ def test_demo_runs_a_community_end_to_end(tmp_path):
     assert "hub API     http://127.0.0.1:" in out and "login: admin / " in out
     # the lot's state reaches the edge, and a car goes in through a gate on a pty
     assert "SYNCED lot north-gate: the edge holds version" in out
+    # the fee scene: rooms billed, a receipt at the desk, an owner paying online
+    fees = next(line for line in out.splitlines() if line.startswith("fees "))
+    assert "rooms of sunny-garden; bill run" in fees
+    assert re.search(r"desk: receipt \d{4}-\d{6} [\d.]+ 元 by cashier-sun", out)
+    assert "owner-li paid order" in out or "owner-li paid nothing owed" in out
     assert any(" PARK entry " in line and " in1 open " in line for line in out.splitlines())
 
 

@@ -47,7 +47,7 @@ SECRET = b"year-sandbox"
 CHANNEL = SandboxChannel("http://127.0.0.1:9", SECRET, "http://127.0.0.1:9/notify")
 KEY = b"person key of the year"
 AREAS = ("89.50", "120.35", "143.00", "67.80")
-ROOMS = 3000  # 10 buildings × 3 units × 25 floors × 4 rooms
+ROOMS = {"postgresql": 3000, "sqlite": 1000}  # 10 buildings × 3 (or 1) units × 25 floors × 4
 
 
 def at(d: date, hour: int = 10) -> datetime:
@@ -75,12 +75,13 @@ def signed(order_id: str, amount: int, txn: str, when: datetime):
 class Year:
     def __init__(self, engine, rng: random.Random):
         self.engine, self.rng = engine, rng
+        self.rooms = ROOMS[engine.dialect.name]
         with Session(engine, expire_on_commit=False) as s:
             s.add(Site(id=SITE, name="岁月花园"))
             s.commit()
             plan = generator.RoomPlan(
                 buildings=generator.numbered(10),
-                units=("1", "2", "3"),
+                units=("1", "2", "3")[: self.rooms // 1000],
                 floors=25,
                 rooms_per_floor=4,
                 areas=tuple(
@@ -92,9 +93,9 @@ class Year:
             premises = list(
                 s.exec(select(Premises).where(Premises.site_id == SITE).order_by(col(Premises.id)))
             )
-        assert len(premises) == ROOMS
+        assert len(premises) == self.rooms
         self.ids = [p.id for p in premises]
-        self.vacant = set(rng.sample(self.ids, ROOMS * 15 // 100))
+        self.vacant = set(rng.sample(self.ids, self.rooms * 15 // 100))
         self.owned_from_start = [i for i in self.ids if i not in self.vacant]
         with Session(engine, expire_on_commit=False) as s:
             for p in s.exec(select(Premises).where(col(Premises.id).in_(self.vacant))):
@@ -142,7 +143,7 @@ class Year:
             # most rooms from New Year; 300 handed over later (a short first quarter)
             late = {
                 i: date(2026, rng.randint(1, 6), rng.randint(1, 28))
-                for i in rng.sample(self.ids, 300)
+                for i in rng.sample(self.ids, self.rooms // 10)
             }
             bind(
                 s,
@@ -284,9 +285,9 @@ class Year:
         assert not wrong, f"{month}: {len(wrong)} rooms differ, e.g. {wrong[:3]}"
 
     def day(self, d: date) -> None:
-        for room in self.rng.sample(self.ids, 40):
+        for room in self.rng.sample(self.ids, self.rooms // 100):
             owed = self.books.outstanding(room)
-            mode = self.rng.choices(["full", "part", "deposit", "online"], [4, 3, 1, 2])[0]
+            mode = self.rng.choices(["full", "part", "deposit", "online"], [5, 3, 1, 1])[0]
             if owed == 0 and mode != "deposit":
                 continue
             if mode == "online":
@@ -444,7 +445,8 @@ class Year:
 
 
 @pytest.mark.timeout(900)
-def test_a_year_of_3000_rooms_agrees_with_an_independent_bookkeeper_to_the_fen(engine):
+def test_a_year_of_a_project_agrees_with_an_independent_bookkeeper_to_the_fen(engine):
+    """3,000 rooms on PostgreSQL (the database of a group's hub), 1,000 on SQLite."""
     unregister, uninstall = register_payments(), install_area_adjustments()
     try:
         year = Year(engine, random.Random(2026))
@@ -491,6 +493,7 @@ def test_a_year_of_3000_rooms_agrees_with_an_independent_bookkeeper_to_the_fen(e
             p.receipt_no for p in s.exec(select(Payment).where(Payment.site_id == SITE))
         )
     assert numbers == [f"2026-{i:06d}" for i in range(1, len(numbers) + 1)]
-    assert kinds["charge"] > 40000 and kinds["late_fee"] > 1000 and kinds["adjustment"] > 0
-    assert year.refunded and len(books.payments) > 1500
+    scale = year.rooms / 3000
+    assert kinds["charge"] > 40000 * scale and kinds["late_fee"] > 1000 * scale
+    assert kinds["adjustment"] > 0 and year.refunded and len(books.payments) > 1000 * scale
     assert any(r.prepaid for r in books.rooms.values())
