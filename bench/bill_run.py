@@ -82,9 +82,9 @@ def setup(engine, rooms: int) -> list[int]:
         for item in items:
             c.execute(
                 text(
-                    "INSERT INTO fee_binding (site_id, premises_id, item_id, start, rent_step_pct,"
-                    " rent_every_months, created_by, created_at) SELECT :site, id, :item, :start, 0,"
-                    " 12, 'bench', now() FROM premises"
+                    "INSERT INTO fee_binding (site_id, premises_id, item_id, start,"
+                    " rent_step_pct, rent_every_months, created_by, created_at)"
+                    " SELECT :site, id, :item, :start, 0, 12, 'bench', now() FROM premises"
                 ),
                 {"site": SITE, "item": item, "start": MONTH.first},
             )
@@ -104,12 +104,14 @@ def baseline(engine) -> float:
     with engine.begin() as c:
         c.execute(
             text(
-                "CREATE TABLE bill_plain (LIKE bill INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+                "CREATE TABLE bill_plain (LIKE bill INCLUDING DEFAULTS"
+                " INCLUDING CONSTRAINTS INCLUDING INDEXES)"
             )
         )
         c.execute(
             text(
-                "CREATE TABLE ledger_plain (LIKE ledger_entry INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+                "CREATE TABLE ledger_plain (LIKE ledger_entry INCLUDING DEFAULTS"
+                " INCLUDING CONSTRAINTS INCLUDING INDEXES)"
             )
         )
         c.execute(text("CREATE SEQUENCE IF NOT EXISTS plain_id"))
