@@ -4,7 +4,7 @@ amount checked against what the stored payment paid, and the ledger balanced aft
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from sqlmodel import Session, select
@@ -116,4 +116,45 @@ def test_two_approvals_at_once_refund_once(engine, paid):
     assert sorted(o[:8] for o in outcomes) == ["approved", "approved", "conflict", "conflict"]
     with Session(engine, expire_on_commit=False) as s:
         assert s.get(Payment, payment).refunded_fen == 150000
+    balanced(engine)
+
+
+def test_a_bill_run_and_a_void_racing_on_one_rooms_prepaid_balance(engine):
+    """The run deducts a new bill from the balance while finance voids the deposit that made
+    it: one of them wins whole (the balance is never spent twice nor goes below zero)."""
+    room = rooms(engine, 1, area="100.00")[0]
+    property_fee(engine, [room], start=date(2026, 4, 1))
+    with Session(engine, expire_on_commit=False) as s:
+        deposit = pay_at_desk(
+            s, SITE, DeskPayment(room, Method.CASH, 75000, "deposit", to_prepaid=""), "li", NOW
+        )
+    barrier, outcome = threading.Barrier(2), {}
+
+    def run():
+        barrier.wait()
+        outcome["run"] = run_bills(engine, SITE, Month(2026, 4), "fin", now=NOW).deducted_fen
+
+    def void():
+        barrier.wait()
+        with Session(engine, expire_on_commit=False) as s:
+            try:
+                void_payment(s, SITE, deposit.id, "fin", "收错了")
+                outcome["void"] = "voided"
+            except Conflict as exc:
+                outcome["void"] = str(exc)
+
+    threads = [threading.Thread(target=run), threading.Thread(target=void)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with Session(engine) as s:
+        q2 = s.exec(select(Bill).where(Bill.premises_id == room)).one()
+        held = totals(s, SITE, room).prepaid
+        assert cache_drift(s, SITE) == []
+    if outcome["void"] == "voided":
+        assert outcome["run"] == 0 and q2.open_fen == 75000 and held == 0
+    else:
+        assert "spent since" in outcome["void"]
+        assert outcome["run"] == 75000 and q2.open_fen == 0 and held == 0
     balanced(engine)
