@@ -133,3 +133,15 @@ def _instant(t: datetime) -> datetime:
 
 # a time as the hub takes it: with a zone, in UTC from 1970 (the edge's milliseconds) to 9999
 Instant = Annotated[datetime, AfterValidator(_instant)]
+
+
+def attachment(filename: str, inline: bool = False) -> dict[str, str]:
+    """A Content-Disposition header for a file named after user input (a site id, a
+    cashier): an ASCII fallback name and the exact one as RFC 6266 ``filename*`` (UTF-8),
+    so that no character of it can break the header."""
+    from urllib.parse import quote
+
+    fallback = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in filename)
+    kind = "inline" if inline else "attachment"
+    exact = quote(filename, safe="")
+    return {"Content-Disposition": f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{exact}"}

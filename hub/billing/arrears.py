@@ -14,6 +14,7 @@ import io
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 
 from openpyxl import Workbook
 from reportlab.lib.pagesizes import A4
@@ -204,6 +205,11 @@ def still_owed(s: Session, bill_ids: list[int]) -> int:
 HEAD = ["房屋", "楼栋", "缴费人", "电话", "欠费期数", "欠费金额（元）", "最早应缴日", "逾期天数"]
 
 
+def _yuan(fen: int) -> Decimal:
+    """Fen as 元 for a cell: exact (a Decimal), never through a float."""
+    return Decimal(fen).scaleb(-2)
+
+
 def arrears_xlsx(rows: list[Owing], on: date) -> bytes:
     """The arrears list as a workbook: one row per premises (phones masked), then each bill."""
     wb = Workbook()
@@ -219,24 +225,24 @@ def arrears_xlsx(rows: list[Owing], on: date) -> bytes:
                 o.payer.name if o.payer else "",
                 o.payer.masked_phone if o.payer else "",
                 o.cycles,
-                o.amount_fen / 100,
+                _yuan(o.amount_fen),
                 o.oldest_due,
                 o.days_overdue,
             ]
         )
     ws.append([])
     ws.append(
-        ["合计", "", "", "", sum(o.cycles for o in rows), sum(o.amount_fen for o in rows) / 100]
+        ["合计", "", "", "", sum(o.cycles for o in rows), _yuan(sum(o.amount_fen for o in rows))]
     )
     detail = wb.create_sheet("明细")
     detail.append(["房屋", "收费项目", "所属期间", "欠费金额（元）", "应缴日", "逾期天数"])
     for o in rows:
         for b in o.bills:
-            detail.append([o.code, b.item, b.period, b.open_fen / 100, b.due_on, b.days_overdue])
+            detail.append([o.code, b.item, b.period, _yuan(b.open_fen), b.due_on, b.days_overdue])
     for sheet in (ws, detail):
         for cells in sheet.iter_rows(min_row=2):
             for c in cells:
-                if isinstance(c.value, float):
+                if isinstance(c.value, float | Decimal):
                     c.number_format = "#,##0.00"
                 elif isinstance(c.value, date):
                     c.number_format = "yyyy-mm-dd"

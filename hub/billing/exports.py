@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 from openpyxl.worksheet.worksheet import Worksheet
 
@@ -45,13 +46,18 @@ def yuan(fen: int) -> Decimal:
     return Decimal(fen) / 100
 
 
+def _text(v: Any) -> Any:
+    """A string as a cell may hold it: control characters (from a query, say) dropped."""
+    return ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v
+
+
 def _sheet(wb: Workbook, title: str, head: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     ws: Worksheet = wb.create_sheet(title)
-    ws.append(list(head))
+    ws.append([_text(h) for h in head])
     for c in ws[1]:
         c.font = Font(bold=True)
     for row in rows:
-        ws.append([yuan(v) if isinstance(v, Money) else v for v in row])
+        ws.append([yuan(v) if isinstance(v, Money) else _text(v) for v in row])
         for cell, v in zip(ws[ws.max_row], row, strict=True):
             if isinstance(v, Money):
                 cell.number_format = MONEY

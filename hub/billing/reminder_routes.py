@@ -20,7 +20,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
-from hub.api.deps import SessionDep, StaffUser, not_found, row_id
+from hub.api.deps import BIGINT_MAX, SessionDep, StaffUser, attachment, not_found, row_id
 from hub.auth import Role
 from hub.billing import arrears, reminders
 from hub.billing.periods import local_date
@@ -137,7 +137,7 @@ def site_arrears_xlsx(
     return Response(
         arrears.arrears_xlsx(rows, on),
         media_type=XLSX,
-        headers={"Content-Disposition": f'attachment; filename="arrears-{site}-{on}.xlsx"'},
+        headers=attachment(f"arrears-{site}-{on}.xlsx"),
     )
 
 
@@ -149,7 +149,7 @@ def site_notices(
     on: date | None = None,
     building: Building = None,
     min_days: MinDays = 0,
-    premises_id: Annotated[int | None, Query(ge=1)] = None,
+    premises_id: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
 ) -> Response:
     """Reminder notices (催费单): one page per premises in arrears."""
     _may(user, site, READ, "reminder notices")
@@ -161,7 +161,7 @@ def site_notices(
     return Response(
         arrears.notices_pdf(s.name if s else site, rows, on),
         media_type="application/pdf",
-        headers={"Content-Disposition": f'inline; filename="notices-{site}-{on}.pdf"'},
+        headers=attachment(f"notices-{site}-{on}.pdf", inline=True),
     )
 
 

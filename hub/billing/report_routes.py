@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.api.deps import CurrentUser, SessionDep, SettingsDep, forbid_unless
+from hub.api.deps import CurrentUser, SessionDep, SettingsDep, attachment, forbid_unless
 from hub.auth import Role
 from hub.billing import exports, reports, vouchers
 from hub.billing.errors import BillingError
@@ -44,9 +44,7 @@ def _today() -> date:
 
 
 def _xlsx(data: bytes, name: str) -> Response:
-    return Response(
-        data, media_type=XLSX, headers={"Content-Disposition": f'attachment; filename="{name}"'}
-    )
+    return Response(data, media_type=XLSX, headers=attachment(name))
 
 
 def _refuse(exc: BillingError) -> HTTPException:

@@ -27,7 +27,16 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from hub.api.deps import CurrentUser, SessionDep, StaffUser, forbid_unless, not_found, row_id
+from hub.api.deps import (
+    BIGINT_MAX,
+    CurrentUser,
+    SessionDep,
+    StaffUser,
+    attachment,
+    forbid_unless,
+    not_found,
+    row_id,
+)
 from hub.api.routes.payments import ChannelsDep
 from hub.auth import Role, can_see_site
 from hub.billing import adjust, fees, items, ledger, payments, refunds, runs
@@ -216,7 +225,9 @@ def add_price(
 
 
 class BindIn(BaseModel):
-    premises: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=100_000)
+    premises: list[Annotated[int, Field(ge=1, le=BIGINT_MAX)]] = Field(
+        min_length=1, max_length=100_000
+    )
     start: date
     until: date | None = None
     rent_monthly_fen: Money | None = None
@@ -415,10 +426,12 @@ def my_statements(user: CurrentUser, session: SessionDep) -> list[StatementPubli
 
 # -- payments ----------------------------------------------------------------------------------
 class DeskIn(BaseModel):
-    premises_id: Annotated[int, Field(ge=1)]
+    premises_id: Annotated[int, Field(ge=1, le=BIGINT_MAX)]
     method: Method
     amount_fen: Annotated[int, Field(ge=1, le=payments.MAX_PAYMENT_FEN)]
-    bill_ids: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list, max_length=1000)
+    bill_ids: list[Annotated[int, Field(ge=1, le=BIGINT_MAX)]] = Field(
+        default_factory=list, max_length=1000
+    )
     policy: Policy = Policy.OLDEST_FIRST
     to_prepaid: Annotated[str | None, Field(max_length=16)] = None
     payer_name: Annotated[str, Field(max_length=64)] = ""
@@ -472,7 +485,7 @@ def receipt(payment_id: int, user: CurrentUser, session: SessionDep) -> Response
     return Response(
         receipt_pdf(session, p),
         media_type="application/pdf",
-        headers={"Content-Disposition": f'inline; filename="receipt-{p.receipt_no}.pdf"'},
+        headers=attachment(f"receipt-{p.receipt_no}.pdf", inline=True),
     )
 
 
@@ -512,8 +525,8 @@ def list_payments(
 
 
 class OnlineIn(BaseModel):
-    premises_id: Annotated[int, Field(ge=1)]
-    bill_ids: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=200)
+    premises_id: Annotated[int, Field(ge=1, le=BIGINT_MAX)]
+    bill_ids: list[Annotated[int, Field(ge=1, le=BIGINT_MAX)]] = Field(min_length=1, max_length=200)
     channel: Annotated[str, Field(min_length=1, max_length=32)]
 
 
@@ -594,7 +607,7 @@ def waive_bill(bill_id: int, body: WaiveIn, user: StaffUser, session: SessionDep
 
 class LateFeesIn(BaseModel):
     through: date
-    premises_id: Annotated[int | None, Field(ge=1)] = None
+    premises_id: Annotated[int | None, Field(ge=1, le=BIGINT_MAX)] = None
 
 
 @router.post("/sites/{site}/late-fees")
@@ -612,7 +625,9 @@ def late_fees(site: str, body: LateFeesIn, request: Request, user: StaffUser) ->
 class RefundIn(BaseModel):
     amount_fen: Annotated[int, Field(ge=1, le=payments.MAX_PAYMENT_FEN)]
     reason: Annotated[str, Field(min_length=1, max_length=200)]
-    bill_id: Annotated[int | None, Field(ge=1)] = None  # None: from the payment's prepaid part
+    bill_id: Annotated[int | None, Field(ge=1, le=BIGINT_MAX)] = (
+        None  # None: from the payment's prepaid part
+    )
 
 
 class DecisionIn(BaseModel):

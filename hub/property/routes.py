@@ -19,7 +19,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Response, UploadFile, status
 from pydantic import BaseModel, Field
 
-from hub.api.deps import CurrentUser, SessionDep, SettingsDep, StaffUser, forbid_unless, not_found
+from hub.api.deps import (
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    StaffUser,
+    attachment,
+    forbid_unless,
+    not_found,
+)
 from hub.api.deps import row_id as _row_id
 from hub.auth import Role as UserRole
 from hub.auth import can_see_site
@@ -322,7 +330,7 @@ def export(site: str, user: StaffUser, session: SessionDep) -> Response:
     return Response(
         service.export(session, site),
         media_type=XLSX,
-        headers={"Content-Disposition": f'attachment; filename="{name}-property.xlsx"'},
+        headers=attachment(f"{name}-property.xlsx"),
     )
 
 
