@@ -25,6 +25,8 @@ BENCHMARKS = {
     "quotes": "bench.parking_quotes",
     "alarms": "bench.alarm_rules",
     "alarm-latency": "bench.alarm_latency",
+    "billing-reports": "bench.billing_reports",
+    "desk-payment": "bench.desk_payment",
 }
 
 

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Integer,
     Numeric,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -203,6 +204,13 @@ class Bill(SQLModel, table=True):
         Index("ix_bill_premises", "premises_id", "due_on"),
         Index("ix_bill_site_month", "site_id", "month"),
         Index("ix_bill_site_due", "site_id", "due_on"),
+        Index(
+            "ix_bill_site_open",
+            "site_id",
+            "id",
+            postgresql_where=text("open_fen > 0"),
+            sqlite_where=text("open_fen > 0"),
+        ),
         CheckConstraint("open_fen >= 0", name="ck_bill_open_not_negative"),
     )
     id: int | None = Field(default=None, sa_column=Column(_ID, primary_key=True))
@@ -235,6 +243,7 @@ class Payment(SQLModel, table=True):
         UniqueConstraint("site_id", "idempotency_key", name="uq_payment_idempotency"),
         UniqueConstraint("order_id", name="uq_payment_order"),
         Index("ix_payment_site_on", "site_id", "paid_on"),
+        Index("ix_payment_paid_on", "paid_on"),
         Index("ix_payment_cashier_on", "cashier", "paid_on"),
         CheckConstraint("amount_fen > 0", name="ck_payment_amount"),
         CheckConstraint(
