@@ -89,8 +89,11 @@ async def test_outage_backlog_arrives_historical_without_gaps(tmp_path):
         assert ob.depth >= 300
         b.start()  # same port: what was sent during the outage exists only in the outbox
         await asyncio.wait_for(link.online.wait(), 30)
+        # distinct seqs: under load a message may arrive twice (sent, then sent again) before
+        # the last ones, and a count of messages stopped waiting too soon
         await asyncio.to_thread(
-            sub.wait_for, lambda m: len([x for x in m if "/data/" in x.topic]) >= 400
+            sub.wait_for,
+            lambda m: len({x.json["seq"] for x in m if "/data/" in x.topic}) >= 400,
         )
         await link.close()
         await task
