@@ -414,7 +414,7 @@ def run_demo(duration: float | None = None, workdir: Path = ROOT / "var" / "demo
                 _ready(agent, "the edge agent")
                 from simulators import fees_scene
 
-                fees = fees_scene.play(api, sandbox, workdir, database)
+                fees = fees_scene.play(api, sandbox, workdir, hub_env, (user, password))
                 n_devices = sum(len(e["devices"]) for e in ready["endpoints"])
                 line = next(e["path"] for e in ready["endpoints"] if e["transport"] == "rtu")
                 fault = f"WUYE_SIM_CONTROL=127.0.0.1:{control} .venv/bin/python -m simulators fault"

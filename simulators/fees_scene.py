@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,6 +22,12 @@ from pathlib import Path
 from typing import Any
 
 SITE = "sunny-garden"
+USERS = (
+    ("manager-zhao", "site_manager"),
+    ("finance-qian", "finance"),
+    ("cashier-sun", "cashier"),
+    ("owner-li", "owner"),
+)
 FEE = {
     "code": "PROP",
     "name": "物业费",
@@ -88,40 +98,61 @@ class Api:
             raise RuntimeError(f"{method} {path}: {exc.code} {exc.read()[:300]!r}") from exc
 
 
-def accounts(workdir: Path, database_url: str) -> dict[str, str]:
+def accounts(workdir: Path, hub_env: dict[str, str]) -> dict[str, str]:
     """The scene's users (a site manager, finance, a cashier, an owner), made at first run
-    with passwords generated into var/demo/fee-logins."""
-    from sqlmodel import select
-
-    from hub.auth import Role, create_user
-    from hub.db import make_engine, session_scope
-    from hub.models import Site, User
-
+    with ``python -m hub users add`` (the CLI an operator uses) and passwords generated into
+    var/demo/fee-logins."""
     path = workdir / "fee-logins"
     logins: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    engine = make_engine(database_url)
-    with session_scope(engine) as s:
-        if s.get(Site, SITE) is None:
-            s.add(Site(id=SITE, name="阳光花园"))
-        for name, role in (
-            ("manager-zhao", Role.SITE_MANAGER),
-            ("finance-qian", Role.FINANCE),
-            ("cashier-sun", Role.CASHIER),
-            ("owner-li", Role.OWNER),
-        ):
-            if s.exec(select(User).where(User.username == name)).first() is None:
-                logins[name] = secrets.token_urlsafe(12)
-                create_user(s, name, logins[name], role, [SITE])
-    path.write_text(json.dumps(logins))
-    path.chmod(0o600)
-    engine.dispose()
+    for name, role in USERS:
+        if name in logins:
+            continue
+        password = secrets.token_urlsafe(12)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hub",
+                "users",
+                "add",
+                name,
+                "--role",
+                role,
+                "--site",
+                SITE,
+                "--password-env",
+                "WUYE_DEMO_PASSWORD",
+            ],
+            env={**hub_env, "WUYE_DEMO_PASSWORD": password},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"hub users add {name}: {done.stderr[-500:]}")
+        logins[name] = password
+        path.write_text(json.dumps(logins))
+        path.chmod(0o600)
     return logins
 
 
-def play(api_url: str, sandbox_url: str, workdir: Path, database_url: str) -> list[str]:
+def wait_for_site(api: Api, admin: str, timeout: float = 60) -> None:
+    """Until the hub knows the site: its gateway's birth registers it (ingest)."""
+    deadline, tick = time.monotonic() + timeout, threading.Event()
+    while not any(s["id"] == SITE for s in api.call(admin, "GET", "/api/v1/sites")):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the hub never heard of {SITE} (no birth from its gateway?)")
+        tick.wait(0.2)
+
+
+def play(
+    api_url: str, sandbox_url: str, workdir: Path, hub_env: dict[str, str], admin: tuple[str, str]
+) -> list[str]:
     """The scene; what a user would have seen, as lines for the demo's banner."""
-    logins = accounts(workdir, database_url)
     api = Api(api_url)
+    api.login(*admin)
+    wait_for_site(api, admin[0])
+    logins = accounts(workdir, hub_env)
     for user, password in logins.items():
         api.login(user, password)
     mgr, fin, cash, owner = "manager-zhao", "finance-qian", "cashier-sun", "owner-li"
